@@ -1,0 +1,315 @@
+/* model.h — the one public header of model/: Hugging Face checkpoints (config.json, safetensors,
+ * shards), tokenizer.json (BPE), and the transformer forward pass over a compute backend.
+ *
+ * Ownership: a pointer parameter is borrowed for the duration of the call unless its comment says
+ * "transferred" or "kept" (borrowed for the lifetime of the object). Every *_free/close(NULL) is a
+ * no-op. Every function that can fail returns qq_status and fills the optional qq_error.
+ *
+ * Sections: dtypes and tensors | safetensors files | checkpoint directories | config.json |
+ *           tokenizer | model and forward pass | KV cache | sampling
+ */
+#ifndef QQ_MODEL_H
+#define QQ_MODEL_H
+
+#include "kernels.h"
+#include "qq_common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ================================ dtypes and tensors ================================ */
+
+/* Safetensors dtypes. Append only. */
+typedef enum qq_dtype {
+  QQ_DTYPE_F32 = 0,
+  QQ_DTYPE_F16 = 1,
+  QQ_DTYPE_BF16 = 2,
+  QQ_DTYPE_F64 = 3,
+  QQ_DTYPE_I8 = 4,
+  QQ_DTYPE_U8 = 5,
+  QQ_DTYPE_I16 = 6,
+  QQ_DTYPE_I32 = 7,
+  QQ_DTYPE_I64 = 8,
+  QQ_DTYPE_BOOL = 9,
+  QQ_DTYPE_COUNT
+} qq_dtype;
+
+size_t qq_dtype_size(qq_dtype dt);        /* bytes per element */
+const char *qq_dtype_name(qq_dtype dt);   /* safetensors spelling: "F32", "BF16", ... */
+/* Parses a safetensors dtype string; QQ_ERR_UNSUPPORTED for dtypes qquant does not read (F8_*...). */
+qq_status qq_dtype_parse(const char *s, qq_dtype *out);
+
+#define QQ_MAX_DIMS 8
+
+/* A tensor inside an open file. data points into the memory map (little-endian, row-major). */
+typedef struct qq_tensor_info {
+  const char *name;
+  qq_dtype dtype;
+  int32_t ndim;
+  int64_t shape[QQ_MAX_DIMS];
+  int64_t numel;
+  const void *data;
+  size_t nbytes;
+  const char *file; /* path (or name) of the file that holds it, for error messages */
+} qq_tensor_info;
+
+/* Converts a floating tensor (F32/F16/BF16/F64) to fp32; out holds numel floats. */
+qq_status qq_tensor_to_f32(const qq_tensor_info *t, float *out, qq_error *err);
+
+/* ================================ safetensors files ================================ */
+
+typedef struct qq_safetensors qq_safetensors;
+
+/* Opens and memory-maps one .safetensors file and validates its whole header: 8-byte length inside the
+ * file, JSON object, every entry with a known dtype, shape and data_offsets, offsets inside the data
+ * section, byte size equal to numel * dtype size, no two tensors overlapping. */
+qq_status qq_safetensors_open(const char *path, qq_safetensors **out, qq_error *err);
+/* Same validation over a buffer (kept: must outlive the handle). name is used in messages. */
+qq_status qq_safetensors_parse(const void *buf, size_t len, const char *name, qq_safetensors **out,
+                               qq_error *err);
+void qq_safetensors_close(qq_safetensors *st);
+size_t qq_safetensors_count(const qq_safetensors *st);
+const qq_tensor_info *qq_safetensors_at(const qq_safetensors *st, size_t i);
+const qq_tensor_info *qq_safetensors_find(const qq_safetensors *st, const char *name);
+/* Value of a "__metadata__" string entry, or NULL. */
+const char *qq_safetensors_metadata(const qq_safetensors *st, const char *key);
+
+/* Tensor to write: data borrowed for the duration of the write call. */
+typedef struct qq_tensor_write {
+  const char *name;
+  qq_dtype dtype;
+  int32_t ndim;
+  int64_t shape[QQ_MAX_DIMS];
+  const void *data;
+} qq_tensor_write;
+
+/* Writes one safetensors file (atomically: temp file + rename). metadata: NULL or n_meta key/value
+ * pairs stored in "__metadata__". */
+qq_status qq_safetensors_write(const char *path, const qq_tensor_write *tensors, size_t n,
+                               const char *const *meta_keys, const char *const *meta_values,
+                               size_t n_meta, qq_error *err);
+
+/* ================================ checkpoint directories ================================ */
+
+typedef struct qq_weights qq_weights;
+
+/* Opens a Hugging Face checkpoint directory: model.safetensors, or model.safetensors.index.json and
+ * every shard it names (each validated as above; a shard that is missing, or a tensor that the index
+ * places in a shard that does not hold it, is an error naming both). */
+qq_status qq_weights_open(const char *dir, qq_weights **out, qq_error *err);
+void qq_weights_close(qq_weights *w);
+size_t qq_weights_count(const qq_weights *w);
+const qq_tensor_info *qq_weights_at(const qq_weights *w, size_t i);
+const qq_tensor_info *qq_weights_find(const qq_weights *w, const char *name); /* NULL if absent */
+/* Like find, but a missing tensor is QQ_ERR_NOT_FOUND naming the tensor and the directory. */
+qq_status qq_weights_get(const qq_weights *w, const char *name, const qq_tensor_info **out, qq_error *err);
+
+/* Writes tensors into dir as model.safetensors, or as model-0000i-of-0000N.safetensors shards of at
+ * most max_shard_bytes each plus model.safetensors.index.json when they do not fit in one
+ * (max_shard_bytes 0: one file). Metadata is written into every file. */
+qq_status qq_weights_write_dir(const char *dir, const qq_tensor_write *tensors, size_t n,
+                               size_t max_shard_bytes, const char *const *meta_keys,
+                               const char *const *meta_values, size_t n_meta, qq_error *err);
+
+/* ================================ config.json ================================ */
+
+typedef enum qq_arch { QQ_ARCH_QWEN2 = 0, QQ_ARCH_QWEN3 = 1, QQ_ARCH_LLAMA = 2 } qq_arch;
+typedef enum qq_task { QQ_TASK_CAUSAL_LM = 0, QQ_TASK_SEQ_CLS = 1 } qq_task;
+
+/* Quantization described by config.json's "quantization_config" (append only). */
+typedef enum qq_quant_method {
+  QQ_QUANT_NONE = 0,
+  QQ_QUANT_AWQ = 1,      /* AutoAWQ, version "gemm" */
+  QQ_QUANT_GPTQ = 2,     /* GPTQ v1 layout (quant_method "gptq") */
+  QQ_QUANT_W8A8 = 3,     /* compressed-tensors, format "int-quantized", int8 weights + int8 activations */
+  QQ_QUANT_W8A16 = 4,    /* compressed-tensors "int-quantized" with weights only (8-bit) */
+} qq_quant_method;
+
+typedef struct qq_quant_config {
+  qq_quant_method method;
+  int32_t bits;         /* weight bits: 3, 4 or 8 */
+  int32_t group_size;   /* input channels per scale; -1 = per output channel */
+  bool sym;             /* symmetric (no zero points stored / zero fixed at 2^(bits-1)) */
+  bool desc_act;        /* GPTQ act-order: g_idx is meaningful */
+  bool act_dynamic;     /* W8A8: per-token dynamic activation scales (else static per-tensor) */
+  char format[32];      /* "gemm", "gptq", "int-quantized" */
+  char *raw_json;       /* the whole quantization_config object, unformatted (owned) */
+} qq_quant_config;
+
+#define QQ_MAX_EOS 8
+
+typedef struct qq_config {
+  char architecture[64];  /* e.g. "Qwen2ForCausalLM" */
+  char model_type[32];    /* "qwen2", "qwen3", "llama" */
+  qq_arch arch;
+  qq_task task;
+  int32_t hidden_size;
+  int32_t intermediate_size;
+  int32_t num_layers;
+  int32_t num_heads;
+  int32_t num_kv_heads;
+  int32_t head_dim;       /* explicit "head_dim" or hidden_size / num_heads */
+  int32_t vocab_size;
+  int32_t max_position_embeddings;
+  double rms_norm_eps;
+  double rope_theta;      /* top-level "rope_theta" or "rope_parameters.rope_theta" */
+  bool tie_word_embeddings;
+  bool qkv_bias;          /* q/k/v projections carry a bias (Qwen2; Llama with attention_bias) */
+  bool o_bias;            /* o_proj carries a bias (Llama with attention_bias) */
+  bool mlp_bias;          /* Llama mlp_bias */
+  bool qk_norm;           /* per-head RMSNorm on q and k before RoPE (Qwen3) */
+  int32_t bos_token_id;   /* -1 if none */
+  int32_t eos_token_ids[QQ_MAX_EOS];
+  int32_t n_eos;
+  int32_t pad_token_id;   /* -1 if none */
+  int32_t num_labels;     /* sequence classification: rows of score.weight */
+  char **id2label;        /* [num_labels] owned strings, NULL for causal LMs */
+  char torch_dtype[16];   /* "bfloat16", "float32", ... as written */
+  qq_quant_config quant;
+} qq_config;
+
+/* Parses config.json text. name is used in messages ("qwen2-tiny-lm/config.json"). Unsupported
+ * architectures, rope types (rope_scaling / rope_parameters.rope_type other than "default"), sliding
+ * windows and activations are QQ_ERR_UNSUPPORTED naming the field. */
+qq_status qq_config_parse(const char *json, size_t len, const char *name, qq_config *out, qq_error *err);
+/* Reads dir/config.json. */
+qq_status qq_config_load(const char *dir, qq_config *out, qq_error *err);
+void qq_config_free(qq_config *cfg);
+/* Checks that every tensor the config implies exists with the expected shape and a dtype qquant can
+ * use (names the tensor, its shape and the config field that disagrees). */
+qq_status qq_config_check_weights(const qq_config *cfg, const qq_weights *w, qq_error *err);
+
+/* ================================ tokenizer ================================ */
+
+typedef struct qq_tokenizer qq_tokenizer;
+
+/* Loads a tokenizer.json with a BPE model: byte-level (GPT-2 / Qwen: NFC normalizer, Split
+ * pre-tokenizer regex, ByteLevel) or SentencePiece-style (Llama: Replace/Prepend normalizer,
+ * byte_fallback, Metaspace-like decoding). Anything else is QQ_ERR_UNSUPPORTED naming the field. */
+qq_status qq_tokenizer_load(const char *path, qq_tokenizer **out, qq_error *err);
+qq_status qq_tokenizer_load_json(const char *json, size_t len, const char *name, qq_tokenizer **out,
+                                 qq_error *err);
+void qq_tokenizer_free(qq_tokenizer *tok);
+
+/* A growable id array; zero-initialise, append through encode, free with qq_token_ids_free. */
+typedef struct qq_token_ids {
+  int32_t *ids;
+  size_t n;
+  size_t cap;
+} qq_token_ids;
+void qq_token_ids_free(qq_token_ids *ids);
+
+typedef struct qq_encode_options {
+  bool parse_special; /* match added tokens inside the text (HF default: true) */
+  bool add_special;   /* apply the post-processor template (e.g. Llama's BOS) (HF default: true) */
+} qq_encode_options;
+qq_encode_options qq_encode_options_default(void); /* {parse_special = true, add_special = false} */
+
+/* Encodes len bytes of UTF-8 text and appends the ids to out. Invalid UTF-8 is QQ_ERR_INVALID_ARG. */
+qq_status qq_tokenizer_encode(const qq_tokenizer *tok, const char *text, size_t len,
+                              const qq_encode_options *opt, qq_token_ids *out, qq_error *err);
+/* Decodes ids into a NUL-terminated heap string (*out transferred to the caller; free()). Ids out of
+ * range are QQ_ERR_INVALID_ARG. Byte sequences that are not valid UTF-8 decode to U+FFFD, as HF does. */
+qq_status qq_tokenizer_decode(const qq_tokenizer *tok, const int32_t *ids, size_t n, bool skip_special,
+                              char **out, size_t *out_len, qq_error *err);
+int32_t qq_tokenizer_vocab_size(const qq_tokenizer *tok);                   /* max id + 1 */
+int32_t qq_tokenizer_token_to_id(const qq_tokenizer *tok, const char *s);   /* -1 if absent */
+const char *qq_tokenizer_id_to_token(const qq_tokenizer *tok, int32_t id);  /* NULL if out of range */
+bool qq_tokenizer_is_special(const qq_tokenizer *tok, int32_t id);
+
+/* Incremental decoder for streaming: push ids one at a time; each push returns the text that became
+ * complete (only whole UTF-8 characters, and for SentencePiece the leading-space rule applied as in a
+ * full decode), so that the concatenation of every push plus finish equals qq_tokenizer_decode. */
+typedef struct qq_detokenizer qq_detokenizer;
+qq_status qq_detokenizer_create(const qq_tokenizer *tok /* kept */, bool skip_special,
+                                qq_detokenizer **out, qq_error *err);
+/* Appends the newly complete text to *buf (heap, grown with realloc; *len updated, NUL-terminated). */
+qq_status qq_detokenizer_push(qq_detokenizer *d, int32_t id, char **buf, size_t *len, size_t *cap,
+                              qq_error *err);
+/* Flushes bytes still pending (an incomplete UTF-8 tail becomes U+FFFD). */
+qq_status qq_detokenizer_finish(qq_detokenizer *d, char **buf, size_t *len, size_t *cap, qq_error *err);
+void qq_detokenizer_free(qq_detokenizer *d);
+
+/* ================================ model and forward pass ================================ */
+
+typedef struct qq_model qq_model;
+
+typedef struct qq_model_options {
+  qq_device_kind device;  /* QQ_DEVICE_AUTO: CUDA when a GPU is present, else CPU */
+  int32_t n_threads;      /* CPU threads; 0 = qq_cpu_default_threads() */
+  bool load_tokenizer;    /* default true: tokenizer.json is required when set */
+} qq_model_options;
+qq_model_options qq_model_options_default(void);
+
+/* Loads config.json, the weights (memory-mapped; converted to the backend's formats) and
+ * tokenizer.json from dir. */
+qq_status qq_model_load(const char *dir, const qq_model_options *opt, qq_model **out, qq_error *err);
+void qq_model_free(qq_model *m);
+const qq_config *qq_model_config(const qq_model *m);
+const qq_tokenizer *qq_model_tokenizer(const qq_model *m); /* NULL if not loaded */
+/* Width of one output row: vocab_size for causal LMs, num_labels for sequence classifiers. */
+int32_t qq_model_output_dim(const qq_model *m);
+qq_backend *qq_model_backend(qq_model *m);
+
+/* ================================ KV cache ================================ */
+
+typedef struct qq_kv_cache qq_kv_cache;
+
+typedef struct qq_kv_options {
+  int32_t block_tokens;  /* tokens per block (default 16) */
+  int32_t n_blocks;      /* total blocks; 0 = enough for max_seqs * max_seq_len */
+  int32_t max_seqs;      /* live sequences at most (default 64) */
+  int32_t max_seq_len;   /* tokens per sequence at most (default max_position_embeddings) */
+} qq_kv_options;
+qq_kv_options qq_kv_options_default(void);
+
+qq_status qq_kv_cache_create(qq_model *m, const qq_kv_options *opt, qq_kv_cache **out, qq_error *err);
+void qq_kv_cache_free(qq_kv_cache *kv);
+/* Opens an empty sequence; QQ_ERR_EXHAUSTED when max_seqs are live. */
+qq_status qq_kv_seq_open(qq_kv_cache *kv, int32_t *seq, qq_error *err);
+/* Opens a sequence that shares (copies) the first n_tokens of src's cache. */
+qq_status qq_kv_seq_fork(qq_kv_cache *kv, int32_t src, int32_t n_tokens, int32_t *seq, qq_error *err);
+void qq_kv_seq_close(qq_kv_cache *kv, int32_t seq); /* frees its blocks at once */
+int32_t qq_kv_seq_len(const qq_kv_cache *kv, int32_t seq);
+int32_t qq_kv_free_blocks(const qq_kv_cache *kv);
+int32_t qq_kv_total_blocks(const qq_kv_cache *kv);
+int32_t qq_kv_block_tokens(const qq_kv_cache *kv);
+
+/* One sequence's share of a forward step: n_tokens new tokens appended after the tokens already in
+ * its cache (a prefill chunk or a single decode token). */
+typedef struct qq_forward_item {
+  int32_t seq;
+  const int32_t *tokens;
+  int32_t n_tokens;
+  bool all_rows;  /* output a row for every new token (perplexity); else only for the last one */
+} qq_forward_item;
+
+/* Runs one batched step. out receives, item after item, (all_rows ? n_tokens : 1) rows of
+ * qq_model_output_dim floats (logits, or label scores for classifiers). QQ_ERR_EXHAUSTED when the KV
+ * cache has no room (nothing is changed then). */
+qq_status qq_model_forward(qq_model *m, qq_kv_cache *kv, const qq_forward_item *items, int32_t n_items,
+                           float *out, qq_error *err);
+
+/* ================================ sampling ================================ */
+
+typedef struct qq_sampling {
+  float temperature; /* 0 = greedy (argmax; ties to the lowest id) */
+  int32_t top_k;     /* 0 = off */
+  float top_p;       /* 1 = off */
+  uint64_t seed;
+} qq_sampling;
+qq_sampling qq_sampling_default(void); /* greedy */
+/* Validates ranges: temperature in [0, 100], top_k >= 0, top_p in (0, 1]. */
+qq_status qq_sampling_check(const qq_sampling *s, qq_error *err);
+
+typedef struct qq_sampler qq_sampler;
+qq_status qq_sampler_create(const qq_sampling *s, qq_sampler **out, qq_error *err);
+void qq_sampler_free(qq_sampler *s);
+/* Picks the next token from n logits (not modified). Reproducible for a given seed and call order. */
+int32_t qq_sampler_sample(qq_sampler *s, const float *logits, int32_t n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* QQ_MODEL_H */

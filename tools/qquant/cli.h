@@ -1,0 +1,21 @@
+/* cli.h — what a qquant subcommand is, and small argument helpers shared by the subcommands. */
+#ifndef QQ_CLI_H
+#define QQ_CLI_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* A subcommand: argv[0] is the subcommand name. Returns the process exit code (0 ok, 1 failure,
+ * 2 usage error). */
+typedef struct qq_command {
+  const char *name;
+  const char *summary;
+  int (*run)(int argc, char **argv);
+} qq_command;
+
+/* Parses a whole decimal integer / float in [lo, hi]; prints "qquant NAME: --OPT: ..." and returns
+ * false otherwise. */
+bool qq_cli_int(const char *cmd, const char *opt, const char *s, long lo, long hi, long *out);
+bool qq_cli_float(const char *cmd, const char *opt, const char *s, double lo, double hi, double *out);
+
+#endif

@@ -1,0 +1,86 @@
+/* main.c — qquant entry point: dispatches to the subcommands listed in the generated table.
+ * `qquant --method ...` (no subcommand) is the quantizer, as users type it. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "commands_table.h"
+#include "qq_common.h"
+
+bool qq_cli_int(const char *cmd, const char *opt, const char *s, long lo, long hi, long *out) {
+  char *end = NULL;
+  errno = 0;
+  long v = strtol(s, &end, 10);
+  if (errno || !end || *end || end == s || v < lo || v > hi) {
+    fprintf(stderr, "qquant %s: %s expects a whole number in [%ld, %ld], got '%s'\n", cmd, opt, lo, hi, s);
+    return false;
+  }
+  *out = v;
+  return true;
+}
+
+bool qq_cli_float(const char *cmd, const char *opt, const char *s, double lo, double hi, double *out) {
+  char *end = NULL;
+  errno = 0;
+  double v = strtod(s, &end);
+  if (errno || !end || *end || end == s || !(v >= lo && v <= hi)) {
+    fprintf(stderr, "qquant %s: %s expects a number in [%g, %g], got '%s'\n", cmd, opt, lo, hi, s);
+    return false;
+  }
+  *out = v;
+  return true;
+}
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "qquant %s — quantize Qwen/Llama checkpoints and run them\n\n"
+          "usage: qquant <command> [options]      (qquant <command> --help for its options)\n"
+          "       qquant --method awq|gptq|smoothquant|rtn --model DIR --out DIR [options]\n\n"
+          "commands:\n",
+          QQ_VERSION);
+  for (int i = 0; qq_commands[i]; i++) fprintf(f, "  %-12s %s\n", qq_commands[i]->name, qq_commands[i]->summary);
+}
+
+static const qq_command *find_command(const char *name) {
+  for (int i = 0; qq_commands[i]; i++)
+    if (!strcmp(qq_commands[i]->name, name)) return qq_commands[i];
+  return NULL;
+}
+
+int main(int argc, char **argv) {
+  qq_cpu_setup_openblas(argv);
+  qq_log_init_from_env();
+  if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+    usage(stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  if (!strcmp(argv[1], "--version")) {
+    printf("qquant %s\n", QQ_VERSION);
+    return 0;
+  }
+  if (!strncmp(argv[1], "--", 2)) {
+    const qq_command *q = find_command("quantize");
+    if (!q) {
+      fprintf(stderr, "qquant: the quantizer is not built into this binary\n");
+      return 2;
+    }
+    /* argv[0] becomes "quantize"; the options follow unchanged. */
+    char **args = malloc(sizeof(char *) * (size_t)(argc + 1));
+    if (!args) return 1;
+    args[0] = (char *)"quantize";
+    for (int i = 1; i < argc; i++) args[i] = argv[i];
+    args[argc] = NULL;
+    int rc = q->run(argc, args);
+    free(args);
+    return rc;
+  }
+  const qq_command *c = find_command(argv[1]);
+  if (!c) {
+    fprintf(stderr, "qquant: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+  }
+  return c->run(argc - 1, argv + 1);
+}
