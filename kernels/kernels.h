@@ -3,7 +3,6 @@
  * op; the CUDA backend (kernels/cuda) implements the same table. The plain C reference of each op is
  * its specification: fast paths are tested against it.
  *
- * (The op table is filled in by the forward-pass work; see docs/DESIGN.md.)
  */
 #ifndef QQ_KERNELS_H
 #define QQ_KERNELS_H
@@ -21,6 +20,122 @@ typedef enum qq_device_kind {
 } qq_device_kind;
 
 typedef struct qq_backend qq_backend;
+
+/* ---- backends -------------------------------------------------------------------------------------
+ * A backend owns its memory space and streams. Activation buffers are backend memory: host memory
+ * holding fp32 for the CPU backend; device memory in the backend's activation dtype for CUDA. Move
+ * data in and out only through upload/download. */
+qq_status qq_backend_create(qq_device_kind kind, int32_t n_threads, qq_backend **out, qq_error *err);
+void qq_backend_free(qq_backend *be);
+qq_device_kind qq_backend_kind(const qq_backend *be);
+/* "cpu (OpenBLAS SKYLAKEX, 2 threads)", "cuda (NVIDIA H100 80GB HBM3, sm_90)". */
+const char *qq_backend_description(const qq_backend *be);
+/* Bytes of one activation element (4 on the CPU). */
+size_t qq_backend_act_bytes(const qq_backend *be);
+
+/* Allocates n_elems activation elements (or raw bytes with _bytes) of backend memory. */
+qq_status qq_backend_alloc(qq_backend *be, size_t n_elems, void **out, qq_error *err);
+qq_status qq_backend_alloc_bytes(qq_backend *be, size_t bytes, void **out, qq_error *err);
+void qq_backend_release(qq_backend *be, void *p);
+qq_status qq_backend_upload_f32(qq_backend *be, const float *host, size_t n, void *dst, qq_error *err);
+qq_status qq_backend_download_f32(qq_backend *be, const void *src, size_t n, float *host, qq_error *err);
+/* Waits for queued work (a no-op on the CPU). */
+qq_status qq_backend_sync(qq_backend *be, qq_error *err);
+
+/* ---- linear weights ---------------------------------------------------------------------------------
+ * y[m][n] = x[m][k] · W[n][k]ᵀ (+ bias[n]). W follows Hugging Face's nn.Linear: rows are output
+ * features. Quantized weights arrive in one canonical form whatever the checkpoint format (AWQ, GPTQ,
+ * compressed-tensors are unpacked to it by model/); each backend repacks once, at create time, into
+ * the layout its kernels read best. Append only. */
+typedef enum qq_weight_format {
+  QQ_WFMT_F32 = 0,  /* w: float [n][k] */
+  QQ_WFMT_BF16 = 1, /* w: uint16_t bf16 [n][k] */
+  QQ_WFMT_F16 = 2,  /* w: uint16_t fp16 [n][k] */
+  /* Weight-only integer (W4A16, W3A16, W8A16): codes uint8_t [n][k], each in [0, 2^bits);
+   * W[r][c] = (codes[r][c] - zero[r][g]) * scales[r][g] with g = g_idx ? g_idx[c] : c / group_size.
+   * The reference dequantizes in fp32; CUDA kernels do the same integer subtraction then one fp
+   * multiply. */
+  QQ_WFMT_QINT = 3,
+  /* W8A8: codes int8_t [n][k] (symmetric), scales [n] (one per output channel). Activations are
+   * quantized to int8 per token (dynamic: s_x = max|x_row| / 127) or per tensor (static act_scale),
+   * y = (Σ qx·qw) · s_x · s_w computed exactly in int32 then scaled. */
+  QQ_WFMT_W8A8 = 4,
+} qq_weight_format;
+
+typedef struct qq_linear_desc {
+  qq_weight_format format;
+  int32_t n;             /* output features */
+  int32_t k;             /* input features */
+  const void *w;         /* F32/BF16/F16: weights; QINT: uint8 codes; W8A8: int8 codes */
+  int32_t bits;          /* QINT: 2..8 */
+  int32_t group_size;    /* QINT: input channels per group (k for per-channel) */
+  int32_t n_groups;      /* QINT: columns of scales/zeros (ceil(k / group_size), or max g_idx + 1) */
+  const float *scales;   /* QINT: [n][n_groups]; W8A8: [n] */
+  const uint8_t *zeros;  /* QINT: [n][n_groups]; NULL = symmetric, zero 2^(bits-1) */
+  const int32_t *g_idx;  /* QINT: [k] or NULL */
+  float act_scale;       /* W8A8: static per-tensor activation scale; 0 = dynamic per token */
+  const float *bias;     /* [n] or NULL */
+} qq_linear_desc;
+
+typedef struct qq_linear qq_linear;
+/* Validates the descriptor (shapes, code ranges, g_idx range) and copies/repacks everything it points
+ * to: the caller may free its buffers afterwards. */
+qq_status qq_linear_create(qq_backend *be, const qq_linear_desc *desc, qq_linear **out, qq_error *err);
+void qq_linear_free(qq_linear *lin);
+int32_t qq_linear_n(const qq_linear *lin);
+int32_t qq_linear_k(const qq_linear *lin);
+qq_weight_format qq_linear_format(const qq_linear *lin);
+/* Bytes the backend holds for this weight. */
+size_t qq_linear_bytes(const qq_linear *lin);
+
+/* ---- ops --------------------------------------------------------------------------------------------
+ * Buffers are backend memory, row-major. Host arrays are marked _host. Each returns QQ_ERR_INVALID_ARG
+ * for shapes it cannot do. */
+
+/* y[m][n] = x[m][k] · Wᵀ + b */
+qq_status qq_op_matmul(qq_backend *be, const qq_linear *w, const void *x, int32_t m, void *y, qq_error *err);
+/* out[i][:] = row tokens_host[i] of table (a [vocab][hidden] linear: embedding gather / dequantize). */
+qq_status qq_op_embed(qq_backend *be, const qq_linear *table, const int32_t *tokens_host, int32_t n,
+                      void *out, qq_error *err);
+/* out[r][:] = x[r][:] / sqrt(mean(x[r]^2) + eps) * w[:]   (w: backend memory, dim elements; out may be x) */
+qq_status qq_op_rmsnorm(qq_backend *be, const void *x, const void *w, int32_t rows, int32_t dim, float eps,
+                        void *out, qq_error *err);
+/* acc[i] += x[i] */
+qq_status qq_op_add(qq_backend *be, void *acc, const void *x, size_t n, qq_error *err);
+/* out[i] = silu(gate[i]) * up[i], gate and up rows of width n interleaved as [rows][2n] (gate | up) */
+qq_status qq_op_silu_mul(qq_backend *be, const void *gate_up, int32_t rows, int32_t n, void *out, qq_error *err);
+/* Rotary embedding (the "rotate half" form of HF Llama/Qwen) in place on x [t][heads][head_dim]:
+ * pairs (j, j + head_dim/2) rotated by pos * theta^(-2j/head_dim). */
+qq_status qq_op_rope(qq_backend *be, void *x, const int32_t *pos_host, int32_t t, int32_t heads,
+                     int32_t head_dim, float theta, qq_error *err);
+/* Copies rows: out[i][:] = x[rows_host[i]][:] (width elements each). */
+qq_status qq_op_gather_rows(qq_backend *be, const void *x, const int32_t *rows_host, int32_t n_rows,
+                            int32_t width, void *out, qq_error *err);
+
+/* Paged causal attention with GQA over a batch of sequences, each adding n_new tokens after n_past
+ * cached ones. K/V cache of one layer: [n_blocks][block_tokens][n_kv_heads][head_dim] each. The op
+ * first writes the new k/v rows into the cache slots given by the block table, then for each new
+ * token i of a sequence attends over positions 0 .. n_past + i. */
+typedef struct qq_attn_seq {
+  int32_t row;            /* first row of this sequence in q/k/v/out */
+  int32_t n_new;
+  int32_t n_past;
+  const int32_t *blocks;  /* host: block ids, ceil((n_past + n_new) / block_tokens) of them */
+} qq_attn_seq;
+typedef struct qq_attn_params {
+  int32_t n_heads;
+  int32_t n_kv_heads;
+  int32_t head_dim;
+  int32_t block_tokens;
+  float scale;            /* usually 1/sqrt(head_dim) */
+} qq_attn_params;
+/* q [T][n_heads][hd], k/v [T][n_kv][hd], out [T][n_heads][hd]. */
+qq_status qq_op_attention(qq_backend *be, const qq_attn_params *p, const qq_attn_seq *seqs, int32_t n_seqs,
+                          const void *q, const void *k, const void *v, void *k_cache, void *v_cache,
+                          void *out, qq_error *err);
+/* Copies n_tokens cached positions of one sequence's blocks into another's (prefix sharing). */
+qq_status qq_op_kv_copy(qq_backend *be, const qq_attn_params *p, void *k_cache, void *v_cache,
+                        const int32_t *src_blocks, const int32_t *dst_blocks, int32_t n_tokens, qq_error *err);
 
 #ifdef __cplusplus
 }

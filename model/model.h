@@ -291,6 +291,43 @@ typedef struct qq_forward_item {
 qq_status qq_model_forward(qq_model *m, qq_kv_cache *kv, const qq_forward_item *items, int32_t n_items,
                            float *out, qq_error *err);
 
+/* ================================ layer access (calibration) ================================
+ * The quantizer runs the model one decoder layer at a time over fp32 activations on the CPU backend.
+ * These functions work on host fp32 arrays and need no KV cache (one sequence, positions 0..n-1). */
+
+typedef enum qq_linear_id {
+  QQ_LIN_Q = 0, QQ_LIN_K = 1, QQ_LIN_V = 2, QQ_LIN_O = 3,
+  QQ_LIN_GATE = 4, QQ_LIN_UP = 5, QQ_LIN_DOWN = 6,
+  QQ_LIN_COUNT = 7
+} qq_linear_id;
+const char *qq_linear_id_name(qq_linear_id id); /* "q_proj", ..., "down_proj" */
+/* HF tensor name of a layer's linear weight: "model.layers.3.self_attn.q_proj.weight". */
+void qq_linear_tensor_name(int32_t layer, qq_linear_id id, char *buf, size_t cap);
+
+typedef enum qq_norm_id { QQ_NORM_INPUT = 0, QQ_NORM_POST_ATTN = 1 } qq_norm_id;
+
+/* Called with the input x [n][in_dim] of each linear of the layer as the layer runs (q, k and v share
+ * one input; gate and up share one). x is borrowed for the call. */
+typedef void (*qq_capture_fn)(void *user, int32_t layer, qq_linear_id lin, const float *x, int32_t n,
+                              int32_t in_dim);
+
+/* x [n][hidden] = embedding rows of tokens. */
+qq_status qq_model_embed(qq_model *m, const int32_t *tokens, int32_t n, float *x, qq_error *err);
+/* x [n][hidden] <- decoder layer `layer` applied to x (causal, positions 0..n-1). cap may be NULL. */
+qq_status qq_model_layer_forward(qq_model *m, int32_t layer, float *x, int32_t n, qq_capture_fn cap,
+                                 void *user, qq_error *err);
+/* Final norm + head on the rows of x [n][hidden]: out [n][output_dim]. */
+qq_status qq_model_head_forward(qq_model *m, const float *x, int32_t n, float *out, qq_error *err);
+/* Replaces a layer's linear weight (and bias) with a new one (fp32 or quantized, see kernels.h). */
+qq_status qq_model_set_linear(qq_model *m, int32_t layer, qq_linear_id id, const qq_linear_desc *desc,
+                              qq_error *err);
+/* Current weight of a layer's linear as fp32 [n][k] (dequantized if quantized); bias [n] or NULL. */
+qq_status qq_model_get_linear_f32(qq_model *m, int32_t layer, qq_linear_id id, float *w, float *bias,
+                                  qq_error *err);
+/* Replaces / reads a layer's RMSNorm weight [hidden]. */
+qq_status qq_model_set_norm(qq_model *m, int32_t layer, qq_norm_id id, const float *w, qq_error *err);
+qq_status qq_model_get_norm(qq_model *m, int32_t layer, qq_norm_id id, float *w, qq_error *err);
+
 /* ================================ sampling ================================ */
 
 typedef struct qq_sampling {
