@@ -87,6 +87,9 @@ int32_t qq_linear_k(const qq_linear *lin);
 qq_weight_format qq_linear_format(const qq_linear *lin);
 /* Bytes the backend holds for this weight. */
 size_t qq_linear_bytes(const qq_linear *lin);
+/* The weight as fp32 [n][k] on the host (dequantized when quantized), bias [n] (NULL: not wanted;
+ * zeros when the weight has none). */
+qq_status qq_linear_to_f32(const qq_linear *lin, float *w_host, float *bias_host, qq_error *err);
 
 /* ---- ops --------------------------------------------------------------------------------------------
  * Buffers are backend memory, row-major. Host arrays are marked _host. Each returns QQ_ERR_INVALID_ARG
@@ -102,8 +105,8 @@ qq_status qq_op_rmsnorm(qq_backend *be, const void *x, const void *w, int32_t ro
                         void *out, qq_error *err);
 /* acc[i] += x[i] */
 qq_status qq_op_add(qq_backend *be, void *acc, const void *x, size_t n, qq_error *err);
-/* out[i] = silu(gate[i]) * up[i], gate and up rows of width n interleaved as [rows][2n] (gate | up) */
-qq_status qq_op_silu_mul(qq_backend *be, const void *gate_up, int32_t rows, int32_t n, void *out, qq_error *err);
+/* out[i] = silu(gate[i]) * up[i] for n elements (out may alias gate) */
+qq_status qq_op_silu_mul(qq_backend *be, const void *gate, const void *up, size_t n, void *out, qq_error *err);
 /* Rotary embedding (the "rotate half" form of HF Llama/Qwen) in place on x [t][heads][head_dim]:
  * pairs (j, j + head_dim/2) rotated by pos * theta^(-2j/head_dim). */
 qq_status qq_op_rope(qq_backend *be, void *x, const int32_t *pos_host, int32_t t, int32_t heads,

@@ -1,0 +1,65 @@
+/* backend_internal.h — private to kernels/: the op table each backend fills in. kernels/backend.c
+ * implements the public qq_backend_* / qq_linear_* / qq_op_* functions of kernels.h by checking
+ * arguments once and calling through this table. */
+#ifndef QQ_BACKEND_INTERNAL_H
+#define QQ_BACKEND_INTERNAL_H
+
+#include "kernels.h"
+
+typedef struct qq_backend_vtable {
+  const char *name;
+  qq_status (*init)(qq_backend *be, int32_t n_threads, qq_error *err); /* sets be->impl, be->description */
+  void (*destroy)(qq_backend *be);
+  size_t act_bytes;
+  qq_status (*alloc_bytes)(qq_backend *be, size_t bytes, void **out, qq_error *err);
+  void (*release)(qq_backend *be, void *p);
+  qq_status (*upload_f32)(qq_backend *be, const float *host, size_t n, void *dst, qq_error *err);
+  qq_status (*download_f32)(qq_backend *be, const void *src, size_t n, float *host, qq_error *err);
+  qq_status (*sync)(qq_backend *be, qq_error *err);
+
+  /* Creates the backend's representation of a validated descriptor into lin->impl. */
+  qq_status (*linear_create)(qq_backend *be, const qq_linear_desc *d, qq_linear *lin, qq_error *err);
+  void (*linear_destroy)(qq_backend *be, qq_linear *lin);
+  qq_status (*linear_to_f32)(const qq_linear *lin, float *w, float *bias, qq_error *err);
+
+  qq_status (*matmul)(qq_backend *be, const qq_linear *w, const void *x, int32_t m, void *y, qq_error *err);
+  qq_status (*embed)(qq_backend *be, const qq_linear *t, const int32_t *tok, int32_t n, void *out, qq_error *err);
+  qq_status (*rmsnorm)(qq_backend *be, const void *x, const void *w, int32_t rows, int32_t dim, float eps,
+                       void *out, qq_error *err);
+  qq_status (*add)(qq_backend *be, void *acc, const void *x, size_t n, qq_error *err);
+  qq_status (*silu_mul)(qq_backend *be, const void *gate, const void *up, size_t n, void *out, qq_error *err);
+  qq_status (*rope)(qq_backend *be, void *x, const int32_t *pos, int32_t t, int32_t heads, int32_t hd,
+                    float theta, qq_error *err);
+  qq_status (*gather_rows)(qq_backend *be, const void *x, const int32_t *rows, int32_t n_rows, int32_t width,
+                           void *out, qq_error *err);
+  qq_status (*attention)(qq_backend *be, const qq_attn_params *p, const qq_attn_seq *seqs, int32_t n_seqs,
+                         const void *q, const void *k, const void *v, void *kc, void *vc, void *out,
+                         qq_error *err);
+  qq_status (*kv_copy)(qq_backend *be, const qq_attn_params *p, void *kc, void *vc, const int32_t *src,
+                       const int32_t *dst, int32_t n_tokens, qq_error *err);
+} qq_backend_vtable;
+
+struct qq_backend {
+  const qq_backend_vtable *vt;
+  qq_device_kind kind;
+  void *impl;
+  char description[256];
+};
+
+struct qq_linear {
+  qq_backend *be;
+  qq_weight_format format;
+  int32_t n, k;
+  bool has_bias;
+  size_t bytes;
+  void *impl;
+};
+
+extern const qq_backend_vtable qq_cpu_vtable;
+#ifdef QQ_HAVE_CUDA
+extern const qq_backend_vtable qq_cuda_vtable;
+/* Number of CUDA devices visible (0 when none or no driver). */
+int qq_cuda_device_count(void);
+#endif
+
+#endif
