@@ -112,6 +112,20 @@ qq_status qq_weights_write_dir(const char *dir, const qq_tensor_write *tensors, 
                                size_t max_shard_bytes, const char *const *meta_keys,
                                const char *const *meta_values, size_t n_meta, qq_error *err);
 
+/* Supplies tensor bytes while a checkpoint is written, so that one larger than memory can be written
+ * a chunk at a time: called in file order with increasing offsets to fill buf with bytes
+ * [offset, offset + nbytes) of tensors[index] (chunks of at most 32 MiB). A non-OK status aborts the
+ * write (no partial file is left behind). */
+typedef qq_status (*qq_tensor_fill_fn)(void *user, size_t index, size_t offset, void *buf, size_t nbytes,
+                                       qq_error *err);
+/* Like qq_weights_write_dir, but tensors[i].data is ignored (may be NULL): the bytes come from fill. */
+qq_status qq_weights_write_dir_fill(const char *dir, const qq_tensor_write *tensors, size_t n,
+                                    size_t max_shard_bytes, const char *const *meta_keys,
+                                    const char *const *meta_values, size_t n_meta, qq_tensor_fill_fn fill,
+                                    void *user, qq_error *err);
+/* Directory name given to qq_weights_open (for messages). */
+const char *qq_weights_dir(const qq_weights *w);
+
 /* ================================ config.json ================================ */
 
 typedef enum qq_arch { QQ_ARCH_QWEN2 = 0, QQ_ARCH_QWEN3 = 1, QQ_ARCH_LLAMA = 2 } qq_arch;
@@ -179,6 +193,11 @@ void qq_config_free(qq_config *cfg);
 /* Checks that every tensor the config implies exists with the expected shape and a dtype qquant can
  * use (names the tensor, its shape and the config field that disagrees). */
 qq_status qq_config_check_weights(const qq_config *cfg, const qq_weights *w, qq_error *err);
+/* Whether the linear module (e.g. "model.layers.3.mlp.up_proj", "lm_head") is stored quantized under
+ * cfg->quant: AWQ skips modules_to_not_convert and lm_head; GPTQ quantizes lm_head only with
+ * "lm_head": true; compressed-tensors skips its "ignore" list (names or "re:" patterns). Sequence
+ * classification heads ("score") are never quantized by AWQ/GPTQ/compressed-tensors here. */
+bool qq_config_linear_is_quantized(const qq_config *cfg, const char *module);
 
 /* ================================ tokenizer ================================ */
 
