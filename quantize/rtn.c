@@ -1,0 +1,165 @@
+/* rtn.c — round-to-nearest quantization and the canonical quantized weight (qq_qweight). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "quantize.h"
+
+float qq_scale_round(float s, qq_scale_dtype dt) {
+  switch (dt) {
+    case QQ_SCALE_F16: return qq_f16_to_f32(qq_f32_to_f16(s));
+    case QQ_SCALE_BF16: return qq_bf16_to_f32(qq_f32_to_bf16(s));
+    default: return s;
+  }
+}
+
+qq_qparams qq_qparams_default(void) {
+  qq_qparams p = {.bits = 4, .group_size = 128, .sym = false, .scale_dtype = QQ_SCALE_F32, .zero_min = 0};
+  return p;
+}
+
+qq_status qq_qparams_check(const qq_qparams *p, int32_t k, qq_error *err) {
+  if (p->bits < 2 || p->bits > 8)
+    return qq_error_set(err, QQ_ERR_INVALID_ARG, "bits %d not in 2..8", p->bits);
+  if (p->group_size != -1 && (p->group_size <= 0 || k % p->group_size != 0))
+    return qq_error_set(err, QQ_ERR_INVALID_ARG,
+                        "group size %d does not divide the input width %d (use a divisor or -1)", p->group_size, k);
+  if (p->zero_min < 0 || p->zero_min >= (1 << p->bits))
+    return qq_error_set(err, QQ_ERR_INVALID_ARG, "zero_min %d out of range for %d bits", p->zero_min, p->bits);
+  return QQ_OK;
+}
+
+qq_status qq_qweight_alloc(qq_qweight *q, int32_t n, int32_t k, const qq_qparams *p, bool with_g_idx,
+                           qq_error *err) {
+  memset(q, 0, sizeof *q);
+  qq_status st = qq_qparams_check(p, k, err);
+  if (st) return st;
+  int32_t gs = p->group_size == -1 ? k : p->group_size;
+  q->n = n;
+  q->k = k;
+  q->bits = p->bits;
+  q->group_size = gs;
+  q->n_groups = k / gs;
+  q->sym = p->sym;
+  q->codes = malloc((size_t)n * (size_t)k);
+  q->scales = malloc(sizeof(float) * (size_t)n * (size_t)q->n_groups);
+  q->zeros = malloc((size_t)n * (size_t)q->n_groups);
+  if (with_g_idx) q->g_idx = malloc(sizeof(int32_t) * (size_t)k);
+  if (!q->codes || !q->scales || !q->zeros || (with_g_idx && !q->g_idx)) {
+    qq_qweight_free(q);
+    return qq_error_set(err, QQ_ERR_NOMEM, "quantized weight [%d][%d]: out of memory", n, k);
+  }
+  return QQ_OK;
+}
+
+void qq_qweight_free(qq_qweight *q) {
+  if (!q) return;
+  free(q->codes);
+  free(q->scales);
+  free(q->zeros);
+  free(q->g_idx);
+  q->codes = NULL;
+  q->scales = NULL;
+  q->zeros = NULL;
+  q->g_idx = NULL;
+}
+
+void qq_qweight_dequant(const qq_qweight *q, float *w) {
+  for (int32_t r = 0; r < q->n; r++) {
+    const uint8_t *c = q->codes + (size_t)r * q->k;
+    const float *s = q->scales + (size_t)r * q->n_groups;
+    const uint8_t *z = q->zeros + (size_t)r * q->n_groups;
+    float *o = w + (size_t)r * q->k;
+    for (int32_t j = 0; j < q->k; j++) {
+      int32_t g = q->g_idx ? q->g_idx[j] : j / q->group_size;
+      o[j] = (float)((int32_t)c[j] - (int32_t)z[g]) * s[g];
+    }
+  }
+}
+
+void qq_qweight_desc(const qq_qweight *q, const float *bias, qq_linear_desc *out) {
+  memset(out, 0, sizeof *out);
+  out->format = QQ_WFMT_QINT;
+  out->n = q->n;
+  out->k = q->k;
+  out->w = q->codes;
+  out->bits = q->bits;
+  out->group_size = q->group_size;
+  out->n_groups = q->n_groups;
+  out->scales = q->scales;
+  out->zeros = q->zeros;
+  out->g_idx = q->g_idx;
+  out->bias = bias;
+}
+
+void qq_rtn_group_params(const qq_qparams *p, const float *x, int32_t len, int32_t stride, float *scale,
+                         uint8_t *zero) {
+  const int32_t maxq = (1 << p->bits) - 1;
+  float lo = 0.0f, hi = 0.0f;
+  for (int32_t i = 0; i < len; i++) {
+    float v = x[(size_t)i * (size_t)stride];
+    lo = v < lo ? v : lo;
+    hi = v > hi ? v : hi;
+  }
+  if (p->sym) {
+    float m = fmaxf(-lo, hi);
+    float s = m > 0.0f ? 2.0f * m / (float)maxq : 1.0f;
+    s = qq_scale_round(s, p->scale_dtype);
+    *scale = s > 0.0f ? s : 1.0f;
+    *zero = (uint8_t)(1 << (p->bits - 1));
+    return;
+  }
+  float s = hi > lo ? (hi - lo) / (float)maxq : 1.0f;
+  s = qq_scale_round(s, p->scale_dtype);
+  if (!(s > 0.0f)) s = 1.0f;
+  float z = nearbyintf(-lo / s);
+  if (z < (float)p->zero_min) z = (float)p->zero_min;
+  if (z > (float)maxq) z = (float)maxq;
+  *scale = s;
+  *zero = (uint8_t)z;
+}
+
+uint8_t qq_rtn_code(float x, float scale, uint8_t zero, int32_t bits) {
+  const float maxq = (float)((1 << bits) - 1);
+  float q = nearbyintf(x / scale) + (float)zero;
+  q = q < 0.0f ? 0.0f : (q > maxq ? maxq : q);
+  return (uint8_t)q;
+}
+
+qq_status qq_rtn_quantize(const float *w, int32_t n, int32_t k, const qq_qparams *p, qq_qweight *q,
+                          qq_error *err) {
+  qq_status st = qq_qweight_alloc(q, n, k, p, false, err);
+  if (st) return st;
+  const int32_t gs = q->group_size;
+  for (int32_t r = 0; r < n; r++) {
+    const float *row = w + (size_t)r * k;
+    for (int32_t g = 0; g < q->n_groups; g++) {
+      float s;
+      uint8_t z;
+      qq_rtn_group_params(p, row + (size_t)g * gs, gs, 1, &s, &z);
+      q->scales[(size_t)r * q->n_groups + g] = s;
+      q->zeros[(size_t)r * q->n_groups + g] = z;
+      for (int32_t j = g * gs; j < (g + 1) * gs; j++) q->codes[(size_t)r * k + j] = qq_rtn_code(row[j], s, z, p->bits);
+    }
+  }
+  return QQ_OK;
+}
+
+qq_status qq_w8a8_quantize(const float *w, int32_t n, int32_t k, qq_scale_dtype scale_dtype, int8_t *codes,
+                           float *scales, qq_error *err) {
+  if (n <= 0 || k <= 0) return qq_error_set(err, QQ_ERR_INVALID_ARG, "W8A8: bad shape [%d][%d]", n, k);
+  for (int32_t r = 0; r < n; r++) {
+    const float *row = w + (size_t)r * k;
+    float m = 0.0f;
+    for (int32_t j = 0; j < k; j++) m = fmaxf(m, fabsf(row[j]));
+    float s = m > 0.0f ? qq_scale_round(m / 127.0f, scale_dtype) : 1.0f;
+    if (!(s > 0.0f)) s = 1.0f;
+    scales[r] = s;
+    for (int32_t j = 0; j < k; j++) {
+      float v = nearbyintf(row[j] / s);
+      v = v < -127.0f ? -127.0f : (v > 127.0f ? 127.0f : v);
+      codes[(size_t)r * k + j] = (int8_t)v;
+    }
+  }
+  return QQ_OK;
+}
