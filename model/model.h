@@ -199,6 +199,31 @@ qq_status qq_config_check_weights(const qq_config *cfg, const qq_weights *w, qq_
  * classification heads ("score") are never quantized by AWQ/GPTQ/compressed-tensors here. */
 bool qq_config_linear_is_quantized(const qq_config *cfg, const char *module);
 
+/* ================================ synthetic checkpoints ================================
+ * `qquant synth`: a valid Hugging Face Qwen2ForCausalLM folder with real model shapes and RANDOM
+ * weights (for shape, memory and throughput work without downloading a model): config.json,
+ * safetensors (sharded + index above max_shard_bytes, written tensor by tensor so memory stays flat),
+ * a small byte-level BPE tokenizer.json (Qwen2 structure) and tokenizer_config.json. */
+
+/* Called while tensor bytes are written: bytes_done of bytes_total, tensor being written. */
+typedef void (*qq_synth_progress_fn)(void *user, const char *tensor, uint64_t bytes_done, uint64_t bytes_total);
+
+typedef struct qq_synth_options {
+  const char *shape;        /* "tiny", "qwen2.5-0.5b", "qwen2.5-1.5b", "qwen2.5-7b" (qq_synth_shapes) */
+  uint64_t seed;            /* weights are a pure function of (seed, tensor, element) */
+  qq_dtype dtype;           /* QQ_DTYPE_BF16 (default) or QQ_DTYPE_F32 */
+  bool force;               /* write into a non-empty folder (else QQ_ERR_EXISTS) */
+  size_t max_shard_bytes;   /* default 2 GiB */
+  qq_synth_progress_fn progress; /* optional */
+  void *user;
+} qq_synth_options;
+qq_synth_options qq_synth_options_default(void); /* tiny, seed 0, BF16, 2 GiB shards */
+/* NULL-terminated list of the shape names. */
+const char *const *qq_synth_shapes(void);
+/* Total bytes of tensor data the shape has in dtype (0 for an unknown shape). */
+uint64_t qq_synth_bytes(const char *shape, qq_dtype dtype);
+qq_status qq_synth_write(const char *dir, const qq_synth_options *opt, qq_error *err);
+
 /* ================================ tokenizer ================================ */
 
 typedef struct qq_tokenizer qq_tokenizer;

@@ -1,0 +1,189 @@
+/* test_synth.c — `qquant synth` checkpoints: the tiny shape loads (config + weights + check_weights),
+ * weights follow the documented distribution and are reproducible, the tokenizer.json is a valid
+ * byte-level BPE whose ids fit the config, sharding and --force behave. */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model.h"
+#include "testutil.h"
+
+static char *write_tiny(uint64_t seed, qq_dtype dt, size_t shard) {
+  char *dir = qq_test_tmpdir("synth");
+  qq_synth_options o = qq_synth_options_default();
+  o.seed = seed;
+  o.dtype = dt;
+  o.max_shard_bytes = shard;
+  qq_error err = {0};
+  QQ_ASSERT_OK(qq_synth_write(dir, &o, &err), &err);
+  return dir;
+}
+
+static void test_tiny_loads(void **state) {
+  (void)state;
+  char *dir = write_tiny(7, QQ_DTYPE_BF16, (size_t)2 << 30);
+  qq_config c;
+  qq_weights *w;
+  qq_error err = {0};
+  QQ_ASSERT_OK(qq_config_load(dir, &c, &err), &err);
+  QQ_ASSERT_OK(qq_weights_open(dir, &w, &err), &err);
+  QQ_ASSERT_OK(qq_config_check_weights(&c, w, &err), &err);
+  assert_string_equal(c.architecture, "Qwen2ForCausalLM");
+  assert_int_equal(c.hidden_size, 128);
+  assert_int_equal(c.num_layers, 2);
+  assert_int_equal(c.num_heads, 4);
+  assert_int_equal(c.num_kv_heads, 2);
+  assert_int_equal(c.intermediate_size, 352);
+  assert_int_equal(c.vocab_size, 512);
+  assert_true(c.tie_word_embeddings);
+  assert_int_equal(qq_weights_count(w), 2 + 2 * 12);
+  assert_null(qq_weights_find(w, "lm_head.weight"));
+
+  /* Distribution: matrices N(0, 0.02^2); the sample std of n values has relative standard error
+   * ~1/sqrt(2n) (0.28 % for the 65,536-element embedding), so 3 % is > 10 sigma; the mean has
+   * standard error 0.02/sqrt(n) = 7.8e-5, bound 1e-3. Norms are exactly 1, biases exactly 0. */
+  const qq_tensor_info *t = qq_weights_find(w, "model.embed_tokens.weight");
+  float *f = malloc((size_t)t->numel * sizeof *f);
+  QQ_ASSERT_OK(qq_tensor_to_f32(t, f, &err), &err);
+  double sum = 0, sq = 0, mx = 0;
+  for (int64_t i = 0; i < t->numel; i++) {
+    sum += f[i];
+    sq += (double)f[i] * f[i];
+    mx = fmax(mx, fabs(f[i]));
+  }
+  double mean = sum / (double)t->numel, sd = sqrt(sq / (double)t->numel - mean * mean);
+  assert_true(fabs(mean) < 1e-3);
+  assert_true(fabs(sd - 0.02) < 0.02 * 0.03);
+  assert_true(mx > 0.06 && mx < 0.02 * 7); /* tails exist (>3 sigma) but nothing absurd */
+  free(f);
+  t = qq_weights_find(w, "model.layers.1.post_attention_layernorm.weight");
+  for (int64_t i = 0; i < t->numel; i++) assert_int_equal(((const uint16_t *)t->data)[i], 0x3f80); /* bf16 1.0 */
+  t = qq_weights_find(w, "model.layers.0.self_attn.k_proj.bias");
+  for (int64_t i = 0; i < t->numel; i++) assert_int_equal(((const uint16_t *)t->data)[i], 0);
+  qq_weights_close(w);
+
+  /* tokenizer.json: 256 byte tokens, merges whose parts and result are tokens, specials after the
+   * regular vocab, every id below vocab_size; eos/bos point at <|endoftext|>. */
+  char path[4096];
+  snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+  char *text;
+  size_t len;
+  QQ_ASSERT_OK(qq_read_file(path, &text, &len, &err), &err);
+  cJSON *root = cJSON_Parse(text);
+  assert_non_null(root);
+  assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(root, "normalizer"), "type")->valuestring, "NFC");
+  const cJSON *pre = cJSON_GetObjectItem(cJSON_GetObjectItem(root, "pre_tokenizer"), "pretokenizers");
+  assert_string_equal(cJSON_GetObjectItem(pre->child, "type")->valuestring, "Split");
+  assert_string_equal(cJSON_GetObjectItem(pre->child->next, "type")->valuestring, "ByteLevel");
+  const cJSON *model = cJSON_GetObjectItem(root, "model");
+  assert_string_equal(cJSON_GetObjectItem(model, "type")->valuestring, "BPE");
+  const cJSON *vocab = cJSON_GetObjectItem(model, "vocab"), *merges = cJSON_GetObjectItem(model, "merges");
+  int nv = cJSON_GetArraySize(vocab);
+  assert_true(nv > 256 + 100);
+  char *seen = calloc((size_t)nv, 1);
+  for (const cJSON *e = vocab->child; e; e = e->next) {
+    int id = (int)e->valuedouble;
+    assert_true(id >= 0 && id < nv);
+    assert_false(seen[id]);
+    seen[id] = 1;
+  }
+  free(seen);
+  assert_int_equal((int)cJSON_GetObjectItem(vocab, "\xc4\xa0")->valuedouble, 32); /* "Ġ" is the space byte */
+  assert_int_equal((int)cJSON_GetObjectItem(vocab, "A")->valuedouble, 65);
+  assert_true(cJSON_GetArraySize(merges) > 100);
+  for (const cJSON *m = merges->child; m; m = m->next) {
+    const char *a = m->child->valuestring, *b = m->child->next->valuestring;
+    char ab[256];
+    snprintf(ab, sizeof ab, "%s%s", a, b);
+    assert_non_null(cJSON_GetObjectItem(vocab, a));
+    assert_non_null(cJSON_GetObjectItem(vocab, b));
+    assert_non_null(cJSON_GetObjectItem(vocab, ab));
+  }
+  const cJSON *added = cJSON_GetObjectItem(root, "added_tokens");
+  assert_int_equal(cJSON_GetArraySize(added), 3);
+  int eos = (int)cJSON_GetObjectItem(added->child, "id")->valuedouble;
+  assert_string_equal(cJSON_GetObjectItem(added->child, "content")->valuestring, "<|endoftext|>");
+  assert_int_equal(eos, nv);
+  assert_true(eos + 2 < c.vocab_size);
+  assert_int_equal(c.n_eos, 1);
+  assert_int_equal(c.eos_token_ids[0], eos);
+  cJSON_Delete(root);
+  free(text);
+  qq_config_free(&c);
+  qq_test_rmtree(dir);
+  free(dir);
+}
+
+static void test_reproducible_and_sharded(void **state) {
+  (void)state;
+  char *a = write_tiny(1, QQ_DTYPE_F32, 0), *b = write_tiny(1, QQ_DTYPE_F32, 300000), *c = write_tiny(2, QQ_DTYPE_F32, 0);
+  qq_weights *wa, *wb, *wc;
+  qq_error err = {0};
+  QQ_ASSERT_OK(qq_weights_open(a, &wa, &err), &err);
+  QQ_ASSERT_OK(qq_weights_open(b, &wb, &err), &err);
+  QQ_ASSERT_OK(qq_weights_open(c, &wc, &err), &err);
+  char idx[4096];
+  snprintf(idx, sizeof idx, "%s/model.safetensors.index.json", b);
+  FILE *fp = fopen(idx, "r");
+  assert_non_null(fp); /* 300 kB shards: the 1.7 MB f32 checkpoint is sharded */
+  fclose(fp);
+  qq_config cfg;
+  QQ_ASSERT_OK(qq_config_load(b, &cfg, &err), &err);
+  QQ_ASSERT_OK(qq_config_check_weights(&cfg, wb, &err), &err);
+  assert_string_equal(cfg.torch_dtype, "float32");
+  qq_config_free(&cfg);
+  /* Same seed: the same bytes whatever the sharding; another seed: different matrices. */
+  assert_int_equal(qq_weights_count(wa), qq_weights_count(wb));
+  for (size_t i = 0; i < qq_weights_count(wa); i++) {
+    const qq_tensor_info *x = qq_weights_at(wa, i), *y = qq_weights_find(wb, x->name), *z = qq_weights_find(wc, x->name);
+    assert_non_null(y);
+    assert_int_equal(x->nbytes, y->nbytes);
+    assert_memory_equal(x->data, y->data, x->nbytes);
+    if (strstr(x->name, "proj.weight")) assert_memory_not_equal(x->data, z->data, x->nbytes);
+  }
+  qq_weights_close(wa);
+  qq_weights_close(wb);
+  qq_weights_close(wc);
+  qq_test_rmtree(a);
+  qq_test_rmtree(b);
+  qq_test_rmtree(c);
+  free(a);
+  free(b);
+  free(c);
+}
+
+static void test_options(void **state) {
+  (void)state;
+  char *dir = write_tiny(0, QQ_DTYPE_BF16, 0);
+  qq_synth_options o = qq_synth_options_default();
+  qq_error err = {0};
+  assert_int_equal(qq_synth_write(dir, &o, &err), QQ_ERR_EXISTS);
+  assert_non_null(strstr(err.msg, "--force"));
+  o.force = true;
+  QQ_ASSERT_OK(qq_synth_write(dir, &o, &err), &err);
+  o.shape = "qwen9-1t";
+  assert_int_equal(qq_synth_write(dir, &o, &err), QQ_ERR_INVALID_ARG);
+  assert_non_null(strstr(err.msg, "qwen9-1t"));
+  o = qq_synth_options_default();
+  o.force = true;
+  o.dtype = QQ_DTYPE_I8;
+  assert_int_equal(qq_synth_write(dir, &o, &err), QQ_ERR_INVALID_ARG);
+  /* Byte counts of the real shapes (bf16): parameters x 2 */
+  assert_int_equal(qq_synth_bytes("qwen2.5-0.5b", QQ_DTYPE_BF16), 2ull * 494032768ull);
+  assert_int_equal(qq_synth_bytes("qwen2.5-1.5b", QQ_DTYPE_BF16), 2ull * 1543714304ull);
+  assert_int_equal(qq_synth_bytes("qwen2.5-7b", QQ_DTYPE_BF16), 2ull * 7615616512ull);
+  assert_int_equal(qq_synth_bytes("nope", QQ_DTYPE_BF16), 0);
+  qq_test_rmtree(dir);
+  free(dir);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_tiny_loads),
+      cmocka_unit_test(test_reproducible_and_sharded),
+      cmocka_unit_test(test_options),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
