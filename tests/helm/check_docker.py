@@ -8,8 +8,9 @@
                                  ports and QQ_SERVE_HOST agreeing with the chart's values.
   check_docker.py runtime-libs BINDIR
                                  the libraries the built binaries link (DT_NEEDED, resolved by ldd, owned
-                                 per dpkg) are all installed by the runtime stage of Dockerfile.cpu, and the
-                                 CUDA image installs the same packages under their Ubuntu 24.04 names.
+                                 per dpkg) are all installed by the runtime stage of Dockerfile.cpu, either
+                                 listed or pulled in by a listed package (lint checks that the CUDA image
+                                 lists the same packages under their Ubuntu 24.04 names).
 
 Exit codes: 0 passed, 1 a check failed, 77 a tool is missing (ctest SKIP).
 """
@@ -27,6 +28,8 @@ BINARIES = ("qquant", "qquant-serve", "qquant-client", "qquant-bench")
 UBUNTU_NAMES = {"libgrpc29": "libgrpc29t64", "libssl3": "libssl3t64", "libutf8proc2": "libutf8proc3"}
 # In every base image (Essential or required by the C/C++ runtime).
 BASE_PACKAGES = {"libc6", "libgcc-s1", "libstdc++6"}
+# The GPU driver's libraries: not in any image, mounted by the NVIDIA container toolkit at run time.
+DRIVER_LIBS = {"libcuda.so.1", "libnvidia-ml.so.1"}
 
 failures = []
 checks = 0
@@ -150,23 +153,52 @@ def needed_packages(binary):
     ldd = subprocess.run(["ldd", binary], capture_output=True, text=True, check=True).stdout
     where = dict(re.findall(r"^\s*(\S+) => (\S+)", ldd, re.M))
     pkgs, foreign, missing = {}, [], []
+    resolved = {}
     for so in needed:
         path = where.get(so)
         if not path or path == "not":
-            missing.append(so)
-            continue
-        real = os.path.realpath(path)
-        owner = None
-        for p in (path, real):
-            r = subprocess.run(["dpkg", "-S", p], capture_output=True, text=True)
-            if r.returncode == 0:
-                owner = r.stdout.split(":")[0].strip()
-                break
-        if owner:
-            pkgs[so] = owner
+            if so not in DRIVER_LIBS:
+                missing.append(so)
+        else:
+            resolved[so] = (path, os.path.realpath(path))
+    owner = owners({p for pair in resolved.values() for p in pair})
+    for so, (path, real) in resolved.items():
+        pkg = owner.get(path) or owner.get(real)
+        if pkg:
+            pkgs[so] = pkg
         else:
             foreign.append((so, real))
     return pkgs, foreign, missing
+
+
+def dependency_closure(pkgs):
+    """`pkgs` and everything apt installs with them (Depends, Pre-Depends; every alternative that is
+    installed here), read from this machine's dpkg database. Runs on Debian 12, the CPU image's base."""
+    seen, level = set(), set(pkgs)
+    while level:
+        seen |= level
+        # One dpkg-query per level; names not installed here (virtual packages) are just not listed.
+        r = subprocess.run(["dpkg-query", "-W", "-f=${Depends}, ${Pre-Depends}\n"] + sorted(level),
+                           capture_output=True, text=True)
+        nxt = set()
+        for alt in r.stdout.replace("\n", ",").split(","):
+            for dep in alt.split("|"):
+                name = dep.strip().split(" ")[0].split(":")[0]
+                if name and name not in seen:
+                    nxt.add(name)
+        level = nxt
+    return seen
+
+
+def owners(paths):
+    """path -> Debian package, with one dpkg -S call; paths no package owns are left out."""
+    r = subprocess.run(["dpkg", "-S"] + sorted(paths), capture_output=True, text=True)
+    out = {}
+    for line in r.stdout.splitlines():
+        pkg, _, path = line.partition(": ")
+        if path in paths:
+            out[path] = pkg.split(":")[0].split(",")[0].strip()
+    return out
 
 
 def runtime_libs(bindir):
@@ -174,7 +206,8 @@ def runtime_libs(bindir):
         print("SKIP: dpkg or readelf missing")
         return SKIP
     cpu = runtime_packages(os.path.join(DOCKER, "Dockerfile.cpu")) or set()
-    allowed = cpu | BASE_PACKAGES
+    # A library may come from a listed package or from one apt pulls in with it (grpc's absl, re2, c-ares).
+    allowed = dependency_closure(cpu) | BASE_PACKAGES
     present = [b for b in BINARIES if os.path.exists(os.path.join(bindir, b))]
     check(bool(present), f"none of {BINARIES} is built in {bindir}")
     absent = [b for b in BINARIES if b not in present]
