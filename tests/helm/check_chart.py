@@ -493,6 +493,10 @@ def main():
           f"Kubernetes schemas {', '.join(KUBE_VERSIONS)}")
     with helm.Chart.load(chart_dir) as chart:
         defaults = chart.values
+        floor = re.fullmatch(r">=\s*(\d+\.\d+)\.\d+(-0)?", chart.metadata.get("kubeVersion", ""))
+        C.check(floor is not None and KUBE_VERSIONS[0].startswith(floor.group(1) + "."),
+                f"Chart.yaml kubeVersion {chart.metadata.get('kubeVersion')!r} is not the oldest version "
+                f"validated ({KUBE_VERSIONS[0]})")
         C.check(chart.schema is not None, "the chart has no values.schema.json")
 
         for ver in KUBE_VERSIONS:
