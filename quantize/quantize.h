@@ -10,6 +10,7 @@
 #ifndef QQ_QUANTIZE_H
 #define QQ_QUANTIZE_H
 
+#include "calibration.h"
 #include "kernels.h"
 #include "model.h"
 #include "qq_common.h"
@@ -153,6 +154,71 @@ qq_status qq_gptq_pack(const qq_qweight *q, int32_t *qweight, int32_t *qzeros, u
 /* Bit-stream helpers shared with the loader's tests: value i of width bits at bit i·bits of words. */
 void qq_bits_put(uint32_t *words, int64_t i, int32_t bits, uint32_t v);
 uint32_t qq_bits_get(const uint32_t *words, int64_t i, int32_t bits);
+
+/* ================================ whole-model pipeline ================================ */
+
+typedef enum qq_method { QQ_METHOD_RTN = 0, QQ_METHOD_GPTQ = 1, QQ_METHOD_AWQ = 2, QQ_METHOD_SMOOTHQUANT = 3 } qq_method;
+const char *qq_method_name(qq_method m);              /* "rtn", "gptq", "awq", "smoothquant" */
+qq_status qq_method_parse(const char *s, qq_method *out, qq_error *err);
+
+/* On-disk layout of the result. AUTO: AWQ → AutoAWQ gemm (GPTQ layout for 3 bits), GPTQ → GPTQ,
+ * SmoothQuant → compressed-tensors W8A8, RTN → compressed-tensors W8A16 for symmetric per-channel
+ * 8 bits, AutoAWQ gemm for 4-bit asymmetric grouped, GPTQ otherwise. */
+typedef enum qq_out_format { QQ_OUT_AUTO = 0, QQ_OUT_AWQ = 1, QQ_OUT_GPTQ = 2, QQ_OUT_CT = 3 } qq_out_format;
+const char *qq_out_format_name(qq_out_format f);      /* "auto", "awq-gemm", "gptq", "compressed-tensors" */
+
+/* Called at the start of each phase of each layer ("stats", "quantize", "forward"). */
+typedef void (*qq_progress_fn)(void *user, int32_t layer, int32_t n_layers, const char *phase);
+
+typedef struct qq_quantize_options {
+  qq_method method;
+  int32_t bits;             /* weight bits */
+  int32_t group_size;       /* -1 = per output channel */
+  bool sym;
+  qq_out_format format;
+  qq_gptq_options gptq;
+  bool true_sequential;     /* GPTQ: q/k/v, then o, then gate/up, then down, each on inputs produced by the
+                             * already quantized ones (default true) */
+  qq_awq_options awq;
+  double sq_alpha;          /* SmoothQuant migration strength (default 0.5) */
+  bool sq_static_act;       /* SmoothQuant: static per-tensor activation scales from calibration */
+  const qq_calib_data *calib; /* borrowed; required by GPTQ, AWQ and SmoothQuant, optional for RTN */
+  qq_progress_fn progress;
+  void *progress_user;
+  volatile int *cancel;     /* checked between phases: non-zero stops with QQ_ERR_CANCELLED */
+} qq_quantize_options;
+/* Defaults of the method: AWQ 4-bit g128 asym; GPTQ 4-bit g128 sym; SmoothQuant W8A8 α 0.5; RTN 4-bit
+ * g128 asym. */
+qq_quantize_options qq_quantize_options_default(qq_method m);
+/* Checks everything that can be checked before work starts: bits and group size the method and format
+ * can do, group size dividing every linear's input width, calibration data present when needed. */
+qq_status qq_quantize_check(const qq_quantize_options *o, const qq_config *cfg, qq_error *err);
+/* The format AUTO resolves to (or the one asked for). */
+qq_out_format qq_quantize_resolve_format(const qq_quantize_options *o);
+
+typedef struct qq_layer_report {
+  double rel_err[QQ_LIN_COUNT];  /* ‖XWᵀ − XŴᵀ‖ / ‖XWᵀ‖ on the calibration inputs (NaN without calibration) */
+  double awq_alpha[QQ_CIN_COUNT];/* AWQ: chosen α per scaled input (NaN where not scaled) */
+  double t_stats, t_quant, t_forward; /* seconds */
+} qq_layer_report;
+
+typedef struct qq_quantized qq_quantized;
+/* Quantizes every decoder layer of m (loaded on the CPU backend) layer by layer; m's weights and norms
+ * are replaced by the quantized ones as it goes. *out is transferred. */
+qq_status qq_quantize_model(qq_model *m, const qq_quantize_options *o, qq_quantized **out, qq_error *err);
+void qq_quantized_free(qq_quantized *q);
+int32_t qq_quantized_layers(const qq_quantized *q);
+const qq_layer_report *qq_quantized_layer_report(const qq_quantized *q, int32_t layer);
+size_t qq_quantized_peak_rss(const qq_quantized *q);  /* bytes, getrusage at the end of the last layer */
+
+/* Writes the checkpoint into out_dir (created; must not exist unless overwrite): every tensor of the
+ * source checkpoint src_dir, with the quantized linears in the resolved layout, changed norms / biases
+ * in the source dtype; config.json with quantization_config and "qquant" (method, options, calibration
+ * sha256, per-layer errors); report_json (NULL or a JSON object text) as qquant_report.json; every
+ * other file of src_dir (tokenizer, generation config) copied. Shards of at most max_shard_bytes (0:
+ * one file). */
+qq_status qq_quantized_write(const qq_quantized *q, const char *src_dir, const char *out_dir, bool overwrite,
+                             size_t max_shard_bytes, const char *report_json, qq_error *err);
 
 #ifdef __cplusplus
 }
