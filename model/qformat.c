@@ -367,9 +367,12 @@ qq_status qq_qformat_load_linear(const qq_config *cfg, const qq_weights *w, int3
     case QQ_LIN_DOWN: n = cfg->hidden_size; k = cfg->intermediate_size; break;
     default: return qq_error_set(err, QQ_ERR_INVALID_ARG, "unknown linear id %d", (int)id);
   }
+  /* HF module names (qq_linear_tensor_name without ".weight"; spelled out here so that this file
+   * depends on the checkpoint reader only). */
+  static const char *const names[QQ_LIN_COUNT] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                                                  "self_attn.o_proj", "mlp.gate_proj",    "mlp.up_proj",
+                                                  "mlp.down_proj"};
   char name[256];
-  qq_linear_tensor_name(layer, id, name, sizeof name);
-  size_t len = strlen(name);
-  if (len > 7 && !strcmp(name + len - 7, ".weight")) name[len - 7] = '\0';
+  snprintf(name, sizeof name, "model.layers.%d.%s", layer, names[id]);
   return qq_qformat_unpack_linear(&cfg->quant, name, find_in_weights, (void *)w, n, k, out, owned, err);
 }
