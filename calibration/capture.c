@@ -140,11 +140,38 @@ qq_status qq_calib_layer_stats(qq_model *m, int32_t layer, const qq_calib_acts *
     st = qq_error_set(err, QQ_ERR_NOMEM, "calibration: out of memory");
     goto done;
   }
+  /* The q/k/v input is input_layernorm(x): computed here from the stored activations, so that a request
+   * for it alone needs no pass through the layer. */
+  float *norm_w = NULL;
+  if (inputs & (1u << QQ_CIN_QKV)) {
+    norm_w = malloc(sizeof(float) * (size_t)a->hidden);
+    if (!norm_w) st = qq_error_set(err, QQ_ERR_NOMEM, "calibration: out of memory");
+    else st = qq_model_get_norm(m, layer, QQ_NORM_INPUT, norm_w, err);
+  }
+  const uint32_t rest = inputs & ~(1u << QQ_CIN_QKV);
+  const float eps = (float)cfg->rms_norm_eps;
   for (int32_t i = 0; i < a->n_samples && !st; i++) {
-    memcpy(xs, a->x + i * sample, sizeof(float) * sample);
-    st = qq_model_layer_forward(m, layer, xs, a->seqlen, on_capture, &c, err);
+    const float *xi = a->x + i * sample;
+    if (norm_w) {
+      for (int32_t t = 0; t < a->seqlen; t++) {
+        const float *row = xi + (size_t)t * a->hidden;
+        float *o = xs + (size_t)t * a->hidden;
+        double ss = 0.0;
+        for (int32_t j = 0; j < a->hidden; j++) ss += (double)row[j] * row[j];
+        const float inv = (float)(1.0 / sqrt(ss / a->hidden + eps));
+        for (int32_t j = 0; j < a->hidden; j++) o[j] = row[j] * inv * norm_w[j];
+      }
+      on_capture(&c, layer, QQ_LIN_Q, xs, a->seqlen, a->hidden);
+    }
+    if (rest) {
+      memcpy(xs, xi, sizeof(float) * sample);
+      c.inputs = rest;
+      st = qq_model_layer_forward(m, layer, xs, a->seqlen, on_capture, &c, err);
+      c.inputs = inputs;
+    }
     if (!st && c.st) st = qq_error_set(err, c.st, "calibration: layer %d captured an input of unexpected width", layer);
   }
+  free(norm_w);
   free(xs);
   free(c.syrk);
   if (st) goto done;
