@@ -390,6 +390,46 @@ void qq_sampler_free(qq_sampler *s);
 /* Picks the next token from n logits (not modified). Reproducible for a given seed and call order. */
 int32_t qq_sampler_sample(qq_sampler *s, const float *logits, int32_t n);
 
+/* ================================ generation and evaluation ================================ */
+
+/* Progress callback for long work: done of total units (windows, examples, tokens). */
+typedef void (*qq_progress_fn)(void *user, int64_t done, int64_t total);
+
+/* Called with each generated token; return false to stop early. */
+typedef bool (*qq_token_fn)(void *user, int32_t token);
+
+/* Single-sequence generation: prefill the prompt, then up to max_new tokens chosen by the sampler.
+ * Stops at an EOS id of the config when stop_at_eos (the EOS token is appended to out). out receives
+ * the generated ids only. cb may be NULL. */
+qq_status qq_generate(qq_model *m, const int32_t *prompt, int32_t n_prompt, int32_t max_new,
+                      const qq_sampling *sampling, bool stop_at_eos, qq_token_fn cb, void *user,
+                      qq_token_ids *out, qq_error *err);
+
+typedef struct qq_ppl_result {
+  double mean_nll;   /* mean negative log-likelihood (nats) over scored positions */
+  double ppl;        /* exp(mean_nll) */
+  int64_t tokens;    /* scored positions */
+  int32_t windows;
+  /* Only with a reference model: */
+  double ref_mean_nll;
+  double mean_kl;    /* mean over positions of KL(P_ref || P_model) (nats) */
+  double max_kl;
+  double top1_agree; /* fraction of positions where both argmax agree */
+} qq_ppl_result;
+
+/* Perplexity protocol of the fixtures: ids cut into non-overlapping windows of `window` tokens (the
+ * first max_windows of them; 0 = all whole windows), each scored from no context over positions
+ * 1..window-1. With ref (another model with the same vocabulary), also the KL divergence of the
+ * next-token distributions against it. */
+qq_status qq_eval_perplexity(qq_model *m, qq_model *ref, const int32_t *ids, size_t n, int32_t window,
+                             int32_t max_windows, qq_progress_fn progress, void *user, qq_ppl_result *res,
+                             qq_error *err);
+
+/* Scores several independent sequences in batched steps: out [count][output_dim] receives the
+ * output row of each sequence's last token (logits, or label scores for classifiers). */
+qq_status qq_model_score_last(qq_model *m, const int32_t *const *ids, const int32_t *lens, int32_t count,
+                              float *out, qq_error *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -18,4 +18,8 @@ typedef struct qq_command {
 bool qq_cli_int(const char *cmd, const char *opt, const char *s, long lo, long hi, long *out);
 bool qq_cli_float(const char *cmd, const char *opt, const char *s, double lo, double hi, double *out);
 
+/* Parses --device auto|cpu|cuda (values of qq_device_kind in kernels.h). */
+#include "kernels.h"
+qq_device_kind qq_cli_device(const char *s, bool *ok);
+
 #endif

@@ -7,6 +7,7 @@
 
 #include "cli.h"
 #include "commands_table.h"
+#include "kernels.h"
 #include "qq_common.h"
 
 bool qq_cli_int(const char *cmd, const char *opt, const char *s, long lo, long hi, long *out) {
@@ -31,6 +32,16 @@ bool qq_cli_float(const char *cmd, const char *opt, const char *s, double lo, do
   }
   *out = v;
   return true;
+}
+
+qq_device_kind qq_cli_device(const char *s, bool *ok) {
+  *ok = true;
+  if (!strcmp(s, "auto")) return QQ_DEVICE_AUTO;
+  if (!strcmp(s, "cpu")) return QQ_DEVICE_CPU;
+  if (!strcmp(s, "cuda")) return QQ_DEVICE_CUDA;
+  fprintf(stderr, "qquant: --device expects auto, cpu or cuda, got '%s'\n", s);
+  *ok = false;
+  return QQ_DEVICE_AUTO;
 }
 
 static void usage(FILE *f) {
