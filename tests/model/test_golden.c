@@ -1,0 +1,282 @@
+/* test_golden.c — the CPU forward pass against Hugging Face transformers' fp32 goldens
+ * (../shared/fixtures/models/<name>/golden.json and golden_logits.safetensors). */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model.h"
+#include "testutil.h"
+
+/* Tolerances:
+ * - logits: the issue's bound ||Δ||/||ref|| <= 1e-4. Both sides compute in fp32 from the same bf16
+ *   weights; only summation order differs (sgemm blocking vs PyTorch's), which gives ~1e-6 here.
+ * - perplexity: mean NLL within 0.05 % of the golden (issue bound).
+ * - classifier logits: 1e-4 relative (issue bound). */
+#define LOGITS_REL_TOL 1e-4
+#define NLL_REL_TOL 5e-4
+#define CLS_LOGITS_REL_TOL 1e-4
+
+static cJSON *load_json(const char *path) {
+  char *text = NULL;
+  size_t len = 0;
+  qq_error err = {0};
+  QQ_ASSERT_OK(qq_read_file(path, &text, &len, &err), &err);
+  cJSON *j = cJSON_ParseWithLength(text, len);
+  free(text);
+  if (!j) fail_msg("%s: invalid JSON", path);
+  return j;
+}
+
+static qq_model *load_model(const char *name) {
+  char dir[4096];
+  snprintf(dir, sizeof dir, "%s", qq_test_fixture(name));
+  qq_model_options o = qq_model_options_default();
+  o.device = QQ_DEVICE_CPU;
+  qq_model *m = NULL;
+  qq_error err = {0};
+  QQ_ASSERT_OK(qq_model_load(dir, &o, &m, &err), &err);
+  return m;
+}
+
+static void check_logits_and_greedy(const char *name) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/golden.json", qq_test_fixture(name));
+  cJSON *golden = load_json(path);
+  snprintf(path, sizeof path, "%s/golden_logits.safetensors", qq_test_fixture(name));
+  qq_safetensors *gl = NULL;
+  qq_error err = {0};
+  QQ_ASSERT_OK(qq_safetensors_open(path, &gl, &err), &err);
+  qq_model *m = load_model(name);
+  const int32_t V = qq_model_output_dim(m);
+  const cJSON *prompts = cJSON_GetObjectItem(golden, "prompts");
+  assert_non_null(prompts);
+  for (int i = 0; i < cJSON_GetArraySize(prompts); i++) {
+    char key[64];
+    snprintf(key, sizeof key, "ids_%d", i);
+    const qq_tensor_info *ids_t = qq_safetensors_find(gl, key);
+    snprintf(key, sizeof key, "logits_%d", i);
+    const qq_tensor_info *lg_t = qq_safetensors_find(gl, key);
+    assert_non_null(ids_t);
+    assert_non_null(lg_t);
+    const int32_t n = (int32_t)ids_t->numel;
+    const int32_t *ids = ids_t->data;
+    assert_int_equal(lg_t->numel, (int64_t)n * V);
+
+    /* The tokenizer gives the same prompt ids as HF. */
+    const char *prompt = cJSON_GetArrayItem(prompts, i)->valuestring;
+    qq_token_ids enc = {0};
+    qq_encode_options eo = qq_encode_options_default();
+    eo.add_special = true;
+    QQ_ASSERT_OK(qq_tokenizer_encode(qq_model_tokenizer(m), prompt, strlen(prompt), &eo, &enc, &err), &err);
+    assert_int_equal(enc.n, n);
+    assert_memory_equal(enc.ids, ids, (size_t)n * sizeof(int32_t));
+    qq_token_ids_free(&enc);
+
+    /* Logits of every position. */
+    qq_kv_cache *kv = NULL;
+    QQ_ASSERT_OK(qq_kv_cache_create(m, NULL, &kv, &err), &err);
+    int32_t seq;
+    QQ_ASSERT_OK(qq_kv_seq_open(kv, &seq, &err), &err);
+    float *out = malloc((size_t)n * V * sizeof(float));
+    qq_forward_item it = {.seq = seq, .tokens = ids, .n_tokens = n, .all_rows = true};
+    QQ_ASSERT_OK(qq_model_forward(m, kv, &it, 1, out, &err), &err);
+    double rel = qq_test_rel_err(out, lg_t->data, (size_t)n * V);
+    printf("# %s prompt %d: %d tokens, logits rel err %.3e\n", name, i, n, rel);
+    assert_true(rel <= LOGITS_REL_TOL);
+    free(out);
+    qq_kv_cache_free(kv);
+
+    /* Greedy 32-token continuation (no EOS stop), token for token. */
+    snprintf(key, sizeof key, "greedy_%d", i);
+    const cJSON *greedy = cJSON_GetObjectItem(golden, key);
+    qq_token_ids gen = {0};
+    qq_sampling sp = qq_sampling_default();
+    QQ_ASSERT_OK(qq_generate(m, ids, n, cJSON_GetArraySize(greedy), &sp, false, NULL, NULL, &gen, &err), &err);
+    assert_int_equal(gen.n, cJSON_GetArraySize(greedy));
+    for (size_t t = 0; t < gen.n; t++) assert_int_equal(gen.ids[t], cJSON_GetArrayItem(greedy, (int)t)->valueint);
+    /* And the text. */
+    snprintf(key, sizeof key, "greedy_text_%d", i);
+    char *text = NULL;
+    size_t tlen;
+    QQ_ASSERT_OK(qq_tokenizer_decode(qq_model_tokenizer(m), gen.ids, gen.n, false, &text, &tlen, &err), &err);
+    assert_string_equal(text, cJSON_GetObjectItem(golden, key)->valuestring);
+    free(text);
+    qq_token_ids_free(&gen);
+  }
+  qq_model_free(m);
+  qq_safetensors_close(gl);
+  cJSON_Delete(golden);
+}
+
+static void test_qwen2_logits_greedy(void **s) { (void)s; check_logits_and_greedy("models/qwen2-tiny-lm"); }
+static void test_qwen3_logits_greedy(void **s) { (void)s; check_logits_and_greedy("models/qwen3-tiny-lm"); }
+
+static void test_llama_stories_from_bos(void **s) {
+  (void)s;
+  qq_model *m = load_model("models/llama-stories260k");
+  qq_error err = {0};
+  qq_token_ids ids = {0}, gen = {0};
+  qq_encode_options eo = qq_encode_options_default();
+  eo.add_special = true;
+  QQ_ASSERT_OK(qq_tokenizer_encode(qq_model_tokenizer(m), "", 0, &eo, &ids, &err), &err);
+  assert_int_equal(ids.n, 1); /* BOS from the template */
+  assert_int_equal(ids.ids[0], qq_model_config(m)->bos_token_id);
+  qq_sampling sp = qq_sampling_default();
+  QQ_ASSERT_OK(qq_generate(m, ids.ids, 1, 40, &sp, true, NULL, NULL, &gen, &err), &err);
+  char *text = NULL;
+  size_t len;
+  QQ_ASSERT_OK(qq_tokenizer_decode(qq_model_tokenizer(m), gen.ids, gen.n, true, &text, &len, &err), &err);
+  printf("# llama-stories260k: %s\n", text);
+  const char *expect = "Once upon a time, there was a little girl named Lily. She loved to play outside in the park.";
+  assert_true(strncmp(text, expect, strlen(expect)) == 0);
+  free(text);
+  qq_token_ids_free(&ids);
+  qq_token_ids_free(&gen);
+  qq_model_free(m);
+}
+
+static void check_ppl(const char *name, const char *corpus, const char *key) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/golden.json", qq_test_fixture(name));
+  cJSON *golden = load_json(path);
+  const cJSON *g = cJSON_GetObjectItem(golden, key);
+  assert_non_null(g);
+  const double want = cJSON_GetObjectItem(g, "mean_nll")->valuedouble;
+  const int windows = cJSON_GetObjectItem(g, "windows")->valueint;
+  const int window = cJSON_GetObjectItem(g, "window")->valueint;
+  const int64_t tokens = (int64_t)cJSON_GetObjectItem(g, "tokens")->valuedouble;
+  qq_model *m = load_model(name);
+  char *text = NULL;
+  size_t len;
+  qq_error err = {0};
+  QQ_ASSERT_OK(qq_read_file(qq_test_fixture(corpus), &text, &len, &err), &err);
+  qq_token_ids ids = {0};
+  qq_encode_options eo = qq_encode_options_default();
+  eo.add_special = false;
+  QQ_ASSERT_OK(qq_tokenizer_encode(qq_model_tokenizer(m), text, len, &eo, &ids, &err), &err);
+  qq_ppl_result r;
+  double t0 = qq_now_sec();
+  QQ_ASSERT_OK(qq_eval_perplexity(m, NULL, ids.ids, ids.n, window, windows, NULL, NULL, &r, &err), &err);
+  double rel = fabs(r.mean_nll - want) / want;
+  printf("# %s %s: mean NLL %.6f (golden %.6f, rel %.2e), ppl %.4f, %lld tokens, %.1f s\n", name, corpus, r.mean_nll,
+         want, rel, r.ppl, (long long)r.tokens, qq_now_sec() - t0);
+  assert_int_equal(r.tokens, tokens);
+  assert_true(rel <= NLL_REL_TOL);
+  free(text);
+  qq_token_ids_free(&ids);
+  qq_model_free(m);
+  cJSON_Delete(golden);
+}
+
+static void test_qwen2_ppl_wikitext(void **s) {
+  (void)s;
+  check_ppl("models/qwen2-tiny-lm", "corpora/wikitext2-test.txt", "ppl_wikitext2_fp32");
+}
+static void test_qwen2_ppl_brown(void **s) {
+  (void)s;
+  check_ppl("models/qwen2-tiny-lm", "corpora/brown-dev.txt", "ppl_brown_dev_fp32");
+}
+static void test_qwen3_ppl_wikitext(void **s) {
+  (void)s;
+  check_ppl("models/qwen3-tiny-lm", "corpora/wikitext2-test.txt", "ppl_wikitext2_fp32");
+}
+static void test_qwen3_ppl_brown(void **s) {
+  (void)s;
+  check_ppl("models/qwen3-tiny-lm", "corpora/brown-dev.txt", "ppl_brown_dev_fp32");
+}
+
+static void test_classifier(void **s) {
+  (void)s;
+  char path[4096];
+  snprintf(path, sizeof path, "%s/golden.json", qq_test_fixture("models/qwen2-tiny-spam-cls"));
+  cJSON *golden = load_json(path);
+  qq_model *m = load_model("models/qwen2-tiny-spam-cls");
+  const qq_config *cfg = qq_model_config(m);
+  assert_int_equal(cfg->num_labels, 2);
+  assert_string_equal(cfg->id2label[0], "ham");
+  assert_string_equal(cfg->id2label[1], "spam");
+  FILE *f = fopen(qq_test_fixture("corpora/spam-val.jsonl"), "r");
+  assert_non_null(f);
+  char *line = NULL;
+  size_t cap = 0;
+  int n = 0;
+  const int max_ex = 1000;
+  qq_token_ids *ids = calloc(max_ex, sizeof *ids);
+  int *labels = calloc(max_ex, sizeof *labels);
+  char **names = calloc(max_ex, sizeof *names);
+  qq_error err = {0};
+  qq_encode_options eo = qq_encode_options_default();
+  eo.add_special = false;
+  while (getline(&line, &cap, f) > 0 && n < max_ex) {
+    cJSON *o = cJSON_Parse(line);
+    assert_non_null(o);
+    const char *text = cJSON_GetObjectItem(o, "text")->valuestring;
+    labels[n] = !strcmp(cJSON_GetObjectItem(o, "label")->valuestring, "spam");
+    names[n] = strdup(cJSON_GetObjectItem(o, "id")->valuestring);
+    QQ_ASSERT_OK(qq_tokenizer_encode(qq_model_tokenizer(m), text, strlen(text), &eo, &ids[n], &err), &err);
+    if (ids[n].n > 256) ids[n].n = 256; /* protocol: truncated to 256 tokens */
+    cJSON_Delete(o);
+    n++;
+  }
+  free(line);
+  fclose(f);
+  const int32_t **pids = malloc(n * sizeof *pids);
+  int32_t *lens = malloc(n * sizeof *lens);
+  for (int i = 0; i < n; i++) {
+    pids[i] = ids[i].ids;
+    lens[i] = (int32_t)ids[i].n;
+  }
+  float *scores = malloc((size_t)n * 2 * sizeof(float));
+  double t0 = qq_now_sec();
+  QQ_ASSERT_OK(qq_model_score_last(m, pids, lens, n, scores, &err), &err);
+  int correct = 0;
+  for (int i = 0; i < n; i++) correct += (scores[2 * i + 1] > scores[2 * i]) == labels[i];
+  const double want = cJSON_GetObjectItem(golden, "val_accuracy")->valuedouble;
+  const int want_correct = (int)lround(want * n);
+  printf("# spam-cls: %d/%d correct (%.2f %%; golden %.2f %%), %.1f s\n", correct, n, 100.0 * correct / n, 100 * want,
+         qq_now_sec() - t0);
+  assert_int_equal(n, 920);
+  assert_true(abs(correct - want_correct) <= 1);
+  /* First 64 logits, matched by id. */
+  const cJSON *gids = cJSON_GetObjectItem(golden, "val_first64_ids");
+  const cJSON *glog = cJSON_GetObjectItem(golden, "val_first64_logits");
+  float got[128], ref[128];
+  for (int i = 0; i < 64; i++) {
+    const char *id = cJSON_GetArrayItem(gids, i)->valuestring;
+    int k = -1;
+    for (int j = 0; j < n; j++)
+      if (!strcmp(names[j], id)) k = j;
+    assert_true(k >= 0);
+    for (int c = 0; c < 2; c++) {
+      got[2 * i + c] = scores[2 * k + c];
+      ref[2 * i + c] = (float)cJSON_GetArrayItem(cJSON_GetArrayItem(glog, i), c)->valuedouble;
+    }
+  }
+  double rel = qq_test_rel_err(got, ref, 128);
+  printf("# spam-cls first-64 logits rel err %.3e\n", rel);
+  assert_true(rel <= CLS_LOGITS_REL_TOL);
+  for (int i = 0; i < n; i++) {
+    qq_token_ids_free(&ids[i]);
+    free(names[i]);
+  }
+  free(ids); free(labels); free(names); free(pids); free(lens); free(scores);
+  qq_model_free(m);
+  cJSON_Delete(golden);
+}
+
+int main(int argc, char **argv) {
+  const struct CMUnitTest core[] = {
+      cmocka_unit_test(test_qwen2_logits_greedy), cmocka_unit_test(test_qwen3_logits_greedy),
+      cmocka_unit_test(test_llama_stories_from_bos), cmocka_unit_test(test_classifier),
+      cmocka_unit_test(test_qwen2_ppl_wikitext),  cmocka_unit_test(test_qwen3_ppl_wikitext),
+  };
+  const struct CMUnitTest brown[] = {
+      cmocka_unit_test(test_qwen2_ppl_brown),
+      cmocka_unit_test(test_qwen3_ppl_brown),
+  };
+  /* argv[1]: "core" (default) or "brown" (the 200-window brown-dev perplexity runs, labelled slow). */
+  if (argc > 1 && !strcmp(argv[1], "brown")) return cmocka_run_group_tests_name("golden_brown", brown, NULL, NULL);
+  return cmocka_run_group_tests_name("golden", core, NULL, NULL);
+}
