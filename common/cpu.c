@@ -40,19 +40,6 @@ const char *qq_cpu_openblas_coretype_for_cpu(void) {
   return choice;
 }
 
-const char *qq_cpu_setup_openblas(char **argv) {
-  const char *set = getenv("OPENBLAS_CORETYPE");
-  if (set && *set) return set;
-  const char *choice = qq_cpu_openblas_coretype_for_cpu();
-  if (!choice) return NULL;
-  if (setenv("OPENBLAS_CORETYPE", choice, 1) != 0) return NULL;
-  if (argv && argv[0]) {
-    execv("/proc/self/exe", argv);
-    /* execv failed (no /proc, say): carry on with whatever OpenBLAS detected. */
-  }
-  return NULL;
-}
-
 int qq_cpu_default_threads(void) {
   const char *env = getenv("QQ_THREADS");
   if (env && *env) {

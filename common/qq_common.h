@@ -75,15 +75,9 @@ double qq_now_sec(void);        /* CLOCK_MONOTONIC seconds */
 double qq_wall_clock_sec(void); /* CLOCK_REALTIME seconds since the epoch */
 
 /* ---- process setup -----------------------------------------------------------------------------
- * OpenBLAS misdetects some VMs (seen on this project's 2-core machines) as "Prescott" and runs sgemm
- * 4.4x slower. Debian's OpenBLAS is built with DYNAMIC_ARCH and picks its kernels in a library
- * constructor that runs before main(), reading OPENBLAS_CORETYPE. So tools call this first thing in
- * main(): when the user has not set OPENBLAS_CORETYPE, it chooses one from the CPU flags in
- * /proc/cpuinfo (SKYLAKEX for AVX-512, HASWELL for AVX2+FMA, SANDYBRIDGE for AVX), exports it and
- * re-executes the program once (/proc/self/exe, same argv) so the constructor sees it. Returns the core
- * type in force, or NULL when nothing was chosen; it returns normally when re-execution fails. */
-const char *qq_cpu_setup_openblas(char **argv);
-/* The core type qq_cpu_setup_openblas would choose for this CPU (NULL if none); changes nothing. */
+ * The OpenBLAS core type suited to this CPU from /proc/cpuinfo flags: "SKYLAKEX" (AVX-512),
+ * "HASWELL" (AVX2 + FMA), "SANDYBRIDGE" (AVX), or NULL. kernels.h's qq_kernels_setup_openblas uses it
+ * to correct OpenBLAS when it misdetects the CPU. Changes nothing. */
 const char *qq_cpu_openblas_coretype_for_cpu(void);
 /* Number of threads to use by default: QQ_THREADS, else the CPUs this process may run on. */
 int qq_cpu_default_threads(void);

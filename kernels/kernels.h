@@ -21,6 +21,16 @@ typedef enum qq_device_kind {
 
 typedef struct qq_backend qq_backend;
 
+/* ---- process setup ----------------------------------------------------------------------------------
+ * OpenBLAS picks its kernels in a library constructor that runs before main(). On some VMs it
+ * misdetects the CPU as an old core ("Prescott") and runs sgemm about 4.4x slower. Tools call this
+ * first thing in main(): when OPENBLAS_CORETYPE is unset and OpenBLAS reports a core without AVX while
+ * /proc/cpuinfo shows AVX/AVX2/AVX-512, it exports OPENBLAS_CORETYPE (SANDYBRIDGE / HASWELL /
+ * SKYLAKEX) and re-executes the program once (/proc/self/exe, same argv) so the constructor sees it.
+ * A correct detection (e.g. "Cooperlake", measured faster here than a forced SKYLAKEX: 144 vs 122
+ * GFLOP/s sgemm 1024^3) is left alone. Returns the core name in force. Without OpenBLAS: NULL. */
+const char *qq_kernels_setup_openblas(char **argv);
+
 /* ---- backends -------------------------------------------------------------------------------------
  * A backend owns its memory space and streams. Activation buffers are backend memory: host memory
  * holding fp32 for the CPU backend; device memory in the backend's activation dtype for CUDA. Move

@@ -276,6 +276,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_qwen2_ppl_brown),
       cmocka_unit_test(test_qwen3_ppl_brown),
   };
+  qq_kernels_setup_openblas(argv);
   /* argv[1]: "core" (default) or "brown" (the 200-window brown-dev perplexity runs, labelled slow). */
   if (argc > 1 && !strcmp(argv[1], "brown")) return cmocka_run_group_tests_name("golden_brown", brown, NULL, NULL);
   return cmocka_run_group_tests_name("golden", core, NULL, NULL);

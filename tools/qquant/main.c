@@ -61,7 +61,7 @@ static const qq_command *find_command(const char *name) {
 }
 
 int main(int argc, char **argv) {
-  qq_cpu_setup_openblas(argv);
+  qq_kernels_setup_openblas(argv);
   qq_log_init_from_env();
   if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
     usage(stdout);

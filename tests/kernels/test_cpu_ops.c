@@ -1,0 +1,261 @@
+/* test_cpu_ops.c — the CPU backend's ops against the plain C references and against naive math:
+ * dense formats, quantized (QINT, W8A8 exact integer path), paged attention, RoPE, argument checks. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu_internal.h"
+#include "testutil.h"
+
+static uint64_t rng = 0x1234abcdu;
+static float frand(void) { /* uniform in [-1, 1) */
+  rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+  return (float)((rng >> 40) * (1.0 / 16777216.0)) * 2.0f - 1.0f;
+}
+static float *rand_vec(size_t n) {
+  float *v = malloc(n * sizeof(float));
+  for (size_t i = 0; i < n; i++) v[i] = frand();
+  return v;
+}
+
+static qq_backend *cpu(void) {
+  qq_backend *be = NULL;
+  qq_error err = {0};
+  QQ_ASSERT_OK(qq_backend_create(QQ_DEVICE_CPU, 1, &be, &err), &err);
+  return be;
+}
+
+/* fp32 sgemm vs the double-accumulating reference: relative error ~ sqrt(k) * 2^-24; 1e-5 is ample. */
+static void test_matmul_dense(void **s) {
+  (void)s;
+  qq_backend *be = cpu();
+  qq_error err = {0};
+  const int shapes[][3] = {{1, 7, 5}, {3, 17, 33}, {17, 64, 130}, {118, 40, 257}};
+  for (size_t t = 0; t < QQ_ARRAY_LEN(shapes); t++) {
+    int m = shapes[t][0], n = shapes[t][1], k = shapes[t][2];
+    float *x = rand_vec((size_t)m * k), *w = rand_vec((size_t)n * k), *b = rand_vec((size_t)n);
+    float *y = malloc((size_t)m * n * sizeof(float)), *ref = malloc((size_t)m * n * sizeof(float));
+    uint16_t *wb = malloc((size_t)n * k * 2);
+    for (size_t i = 0; i < (size_t)n * k; i++) wb[i] = qq_f32_to_bf16(w[i]);
+    for (int fmt = 0; fmt < 2; fmt++) {
+      qq_linear_desc d = {.format = fmt ? QQ_WFMT_BF16 : QQ_WFMT_F32, .n = n, .k = k, .w = fmt ? (void *)wb : w, .bias = b};
+      if (fmt) /* the reference sees the bf16-rounded weights */
+        for (size_t i = 0; i < (size_t)n * k; i++) w[i] = qq_bf16_to_f32(wb[i]);
+      qq_linear *lin;
+      QQ_ASSERT_OK(qq_linear_create(be, &d, &lin, &err), &err);
+      QQ_ASSERT_OK(qq_op_matmul(be, lin, x, m, y, &err), &err);
+      qq_ref_matmul_f32(x, w, b, m, n, k, ref);
+      assert_true(qq_test_rel_err(y, ref, (size_t)m * n) < 1e-5);
+      qq_linear_free(lin);
+    }
+    free(x); free(w); free(b); free(y); free(ref); free(wb);
+  }
+  qq_backend_free(be);
+}
+
+/* QINT: the backend's dequantized weights equal (code - zero) * scale exactly, for per-group,
+ * per-channel, symmetric and act-order (g_idx) layouts; the matmul matches the reference. */
+static void test_matmul_qint(void **s) {
+  (void)s;
+  qq_backend *be = cpu();
+  qq_error err = {0};
+  const int n = 24, k = 96, m = 5;
+  const int groups[] = {32, 96};
+  for (int gi = 0; gi < 2; gi++)
+    for (int bits = 3; bits <= 8; bits += 1)
+      for (int variant = 0; variant < 3; variant++) { /* 0 asym, 1 sym, 2 asym + shuffled g_idx */
+        const int gs = groups[gi], ng = k / gs;
+        uint8_t *codes = malloc((size_t)n * k), *zeros = malloc((size_t)n * ng);
+        float *scales = malloc((size_t)n * ng * sizeof(float));
+        int32_t *g_idx = malloc((size_t)k * sizeof(int32_t));
+        for (int i = 0; i < n * k; i++) codes[i] = (uint8_t)((rng = rng * 6364136223846793005ull + 1) >> 40) % (1u << bits);
+        for (int i = 0; i < n * ng; i++) {
+          zeros[i] = (uint8_t)(i % (1 << bits));
+          scales[i] = 0.01f + 0.001f * (float)i;
+        }
+        for (int c = 0; c < k; c++) g_idx[c] = (c * 7) % ng; /* a permuted assignment */
+        qq_linear_desc d = {.format = QQ_WFMT_QINT, .n = n, .k = k, .w = codes, .bits = bits, .group_size = gs,
+                            .n_groups = ng, .scales = scales, .zeros = variant == 1 ? NULL : zeros,
+                            .g_idx = variant == 2 ? g_idx : NULL};
+        qq_linear *lin;
+        QQ_ASSERT_OK(qq_linear_create(be, &d, &lin, &err), &err);
+        float *w = malloc((size_t)n * k * sizeof(float));
+        QQ_ASSERT_OK(qq_linear_to_f32(lin, w, NULL, &err), &err);
+        for (int r = 0; r < n; r++)
+          for (int c = 0; c < k; c++) {
+            int g = variant == 2 ? g_idx[c] : c / gs;
+            int z = variant == 1 ? (1 << (bits - 1)) : zeros[r * ng + g];
+            assert_true(w[r * k + c] == (float)(codes[r * k + c] - z) * scales[r * ng + g]);
+          }
+        float *x = rand_vec((size_t)m * k), *y = malloc((size_t)m * n * 4), *ref = malloc((size_t)m * n * 4);
+        QQ_ASSERT_OK(qq_op_matmul(be, lin, x, m, y, &err), &err);
+        qq_ref_matmul_f32(x, w, NULL, m, n, k, ref);
+        assert_true(qq_test_rel_err(y, ref, (size_t)m * n) < 1e-5);
+        qq_linear_free(lin);
+        free(codes); free(zeros); free(scales); free(g_idx); free(w); free(x); free(y); free(ref);
+      }
+  qq_backend_free(be);
+}
+
+/* W8A8: the fast path (integer-valued fp32 sgemm in exact chunks) equals the int64 reference bit for
+ * bit, including k > 1024 (chunked) and static activation scales. */
+static void test_matmul_w8a8_exact(void **s) {
+  (void)s;
+  qq_backend *be = cpu();
+  qq_error err = {0};
+  const int shapes[][3] = {{1, 9, 64}, {7, 33, 1024}, {4, 16, 3000}};
+  for (size_t t = 0; t < QQ_ARRAY_LEN(shapes); t++)
+    for (int stat = 0; stat < 2; stat++) {
+      int m = shapes[t][0], n = shapes[t][1], k = shapes[t][2];
+      int8_t *wq = malloc((size_t)n * k);
+      for (size_t i = 0; i < (size_t)n * k; i++) wq[i] = (int8_t)(i % 2 ? 127 : -127); /* worst case magnitudes */
+      for (size_t i = 0; i < (size_t)n * k; i += 3) wq[i] = (int8_t)((int)(frand() * 127));
+      float *sw = rand_vec((size_t)n), *x = rand_vec((size_t)m * k), *b = rand_vec((size_t)n);
+      for (int i = 0; i < n; i++) sw[i] = fabsf(sw[i]) + 0.01f;
+      qq_linear_desc d = {.format = QQ_WFMT_W8A8, .n = n, .k = k, .w = wq, .scales = sw, .bias = b,
+                          .act_scale = stat ? 0.02f : 0.0f};
+      qq_linear *lin;
+      QQ_ASSERT_OK(qq_linear_create(be, &d, &lin, &err), &err);
+      float *y = malloc((size_t)m * n * 4), *ref = malloc((size_t)m * n * 4);
+      QQ_ASSERT_OK(qq_op_matmul(be, lin, x, m, y, &err), &err);
+      qq_ref_matmul_w8a8(x, wq, sw, d.act_scale, b, m, n, k, ref);
+      assert_memory_equal(y, ref, (size_t)m * n * sizeof(float));
+      qq_linear_free(lin);
+      free(wq); free(sw); free(x); free(b); free(y); free(ref);
+    }
+  qq_backend_free(be);
+}
+
+static void test_linear_rejects_bad_input(void **s) {
+  (void)s;
+  qq_backend *be = cpu();
+  qq_error err = {0};
+  qq_linear *lin = NULL;
+  uint8_t codes[8] = {0, 1, 2, 16, 0, 0, 0, 0};
+  float sc[2] = {1, 1};
+  qq_linear_desc d = {.format = QQ_WFMT_QINT, .n = 2, .k = 4, .w = codes, .bits = 4, .group_size = 4, .n_groups = 1, .scales = sc};
+  assert_int_equal(qq_linear_create(be, &d, &lin, &err), QQ_ERR_RANGE); /* 16 does not fit in 4 bits */
+  assert_non_null(strstr(err.msg, "exceeds 4 bits"));
+  codes[3] = 3;
+  d.group_size = 2; /* 1 group of 2 cannot cover k = 4 */
+  assert_int_equal(qq_linear_create(be, &d, &lin, &err), QQ_ERR_INVALID_ARG);
+  int32_t gidx[4] = {0, 0, 5, 0};
+  d.group_size = 4;
+  d.g_idx = gidx;
+  assert_int_equal(qq_linear_create(be, &d, &lin, &err), QQ_ERR_RANGE);
+  int8_t w8[4] = {1, -128, 0, 0};
+  qq_linear_desc d8 = {.format = QQ_WFMT_W8A8, .n = 1, .k = 4, .w = w8, .scales = sc};
+  assert_int_equal(qq_linear_create(be, &d8, &lin, &err), QQ_ERR_RANGE);
+  assert_null(lin);
+  qq_backend_free(be);
+}
+
+/* Paged attention (blocks scattered in the cache, decode after prefill, two sequences in one call)
+ * against a naive contiguous implementation in double. */
+static void naive_attention(const float *q, const float *k, const float *v, int L, int T, int n_past, int nh, int nkv,
+                            int hd, float *out) {
+  /* q [T][nh][hd] for positions n_past..; k/v [L][nkv][hd] for positions 0..L-1 */
+  for (int i = 0; i < T; i++)
+    for (int h = 0; h < nh; h++) {
+      int kh = h / (nh / nkv), last = n_past + i;
+      double *w = malloc((size_t)(last + 1) * sizeof(double)), mx = -INFINITY, sum = 0;
+      for (int j = 0; j <= last; j++) {
+        double d = 0;
+        for (int c = 0; c < hd; c++) d += (double)q[((size_t)i * nh + h) * hd + c] * k[((size_t)j * nkv + kh) * hd + c];
+        w[j] = d / sqrt((double)hd);
+        mx = fmax(mx, w[j]);
+      }
+      for (int j = 0; j <= last; j++) sum += (w[j] = exp(w[j] - mx));
+      for (int c = 0; c < hd; c++) {
+        double acc = 0;
+        for (int j = 0; j <= last; j++) acc += w[j] / sum * v[((size_t)j * nkv + kh) * hd + c];
+        out[((size_t)i * nh + h) * hd + c] = (float)acc;
+      }
+      free(w);
+    }
+}
+
+static void test_attention_paged(void **s) {
+  (void)s;
+  qq_backend *be = cpu();
+  qq_error err = {0};
+  const int nh = 6, nkv = 2, hd = 16, bt = 4, nblocks = 32;
+  qq_attn_params p = {.n_heads = nh, .n_kv_heads = nkv, .head_dim = hd, .block_tokens = bt, .scale = 1.0f / sqrtf(hd)};
+  float *kc = calloc((size_t)nblocks * bt * nkv * hd, 4), *vc = calloc((size_t)nblocks * bt * nkv * hd, 4);
+  /* seq A: 11 tokens prefilled then 1 decoded; seq B: 6 tokens; interleaved block ids. */
+  int32_t blocks_a[4] = {7, 2, 30, 11}, blocks_b[2] = {5, 0};
+  const int LA = 12, LB = 6;
+  float *qa = rand_vec((size_t)LA * nh * hd), *ka = rand_vec((size_t)LA * nkv * hd), *va = rand_vec((size_t)LA * nkv * hd);
+  float *qb = rand_vec((size_t)LB * nh * hd), *kb = rand_vec((size_t)LB * nkv * hd), *vb = rand_vec((size_t)LB * nkv * hd);
+  /* step 1: A's first 11 tokens and B's 6 in one call (rows 0..10 then 11..16) */
+  const int T1 = 11 + LB;
+  float *q = malloc((size_t)T1 * nh * hd * 4), *k = malloc((size_t)T1 * nkv * hd * 4), *v = malloc((size_t)T1 * nkv * hd * 4);
+  memcpy(q, qa, (size_t)11 * nh * hd * 4);
+  memcpy(q + (size_t)11 * nh * hd, qb, (size_t)LB * nh * hd * 4);
+  memcpy(k, ka, (size_t)11 * nkv * hd * 4);
+  memcpy(k + (size_t)11 * nkv * hd, kb, (size_t)LB * nkv * hd * 4);
+  memcpy(v, va, (size_t)11 * nkv * hd * 4);
+  memcpy(v + (size_t)11 * nkv * hd, vb, (size_t)LB * nkv * hd * 4);
+  qq_attn_seq seqs[2] = {{.row = 0, .n_new = 11, .n_past = 0, .blocks = blocks_a},
+                         {.row = 11, .n_new = LB, .n_past = 0, .blocks = blocks_b}};
+  float *out = malloc((size_t)T1 * nh * hd * 4), *ref = malloc((size_t)LA * nh * hd * 4);
+  QQ_ASSERT_OK(qq_op_attention(be, &p, seqs, 2, q, k, v, kc, vc, out, &err), &err);
+  naive_attention(qa, ka, va, 11, 11, 0, nh, nkv, hd, ref);
+  assert_true(qq_test_rel_err(out, ref, (size_t)11 * nh * hd) < 1e-5);
+  naive_attention(qb, kb, vb, LB, LB, 0, nh, nkv, hd, ref);
+  assert_true(qq_test_rel_err(out + (size_t)11 * nh * hd, ref, (size_t)LB * nh * hd) < 1e-5);
+  /* step 2: decode A's 12th token alone */
+  qq_attn_seq dec = {.row = 0, .n_new = 1, .n_past = 11, .blocks = blocks_a};
+  QQ_ASSERT_OK(qq_op_attention(be, &p, &dec, 1, qa + (size_t)11 * nh * hd, ka + (size_t)11 * nkv * hd,
+                               va + (size_t)11 * nkv * hd, kc, vc, out, &err), &err);
+  naive_attention(qa + (size_t)11 * nh * hd, ka, va, LA, 1, 11, nh, nkv, hd, ref);
+  assert_true(qq_test_rel_err(out, ref, (size_t)nh * hd) < 1e-5);
+  free(kc); free(vc); free(qa); free(ka); free(va); free(qb); free(kb); free(vb);
+  free(q); free(k); free(v); free(out); free(ref);
+  qq_backend_free(be);
+}
+
+/* RoPE: position 0 is the identity, norms are preserved, and the dot product of two rotated vectors
+ * depends only on the position difference. */
+static void test_rope(void **s) {
+  (void)s;
+  qq_backend *be = cpu();
+  qq_error err = {0};
+  const int hd = 64;
+  float *a = rand_vec(hd), *b = rand_vec(hd), a0[64], b0[64];
+  memcpy(a0, a, sizeof a0);
+  memcpy(b0, b, sizeof b0);
+  int32_t p0 = 0;
+  QQ_ASSERT_OK(qq_op_rope(be, a, &p0, 1, 1, hd, 10000.0f, &err), &err);
+  assert_memory_equal(a, a0, sizeof a0);
+  double dots[2];
+  const int32_t pairs[2][2] = {{5, 9}, {105, 109}};
+  for (int t = 0; t < 2; t++) {
+    float x[64], y[64];
+    memcpy(x, a0, sizeof x);
+    memcpy(y, b0, sizeof y);
+    QQ_ASSERT_OK(qq_op_rope(be, x, &pairs[t][0], 1, 1, hd, 10000.0f, &err), &err);
+    QQ_ASSERT_OK(qq_op_rope(be, y, &pairs[t][1], 1, 1, hd, 10000.0f, &err), &err);
+    double d = 0, nx = 0, n0 = 0;
+    for (int c = 0; c < hd; c++) {
+      d += (double)x[c] * y[c];
+      nx += (double)x[c] * x[c];
+      n0 += (double)a0[c] * a0[c];
+    }
+    assert_true(fabs(nx - n0) < 1e-4 * n0);
+    dots[t] = d;
+  }
+  assert_true(fabs(dots[0] - dots[1]) < 1e-4);
+  free(a);
+  free(b);
+  qq_backend_free(be);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_matmul_dense),      cmocka_unit_test(test_matmul_qint),
+      cmocka_unit_test(test_matmul_w8a8_exact), cmocka_unit_test(test_linear_rejects_bad_input),
+      cmocka_unit_test(test_attention_paged),   cmocka_unit_test(test_rope),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
