@@ -119,7 +119,9 @@ static qq_status load_layer_linear(qq_model *m, int32_t l, qq_linear_id id, qq_e
   if (has_bias) {
     snprintf(bias, sizeof bias, "%.*sbias", (int)(strlen(name) - strlen("weight")), name);
   }
-  if (c->quant.method != QQ_QUANT_NONE) {
+  char module[256];
+  snprintf(module, sizeof module, "%.*s", (int)(strlen(name) - strlen(".weight")), name);
+  if (c->quant.method != QQ_QUANT_NONE && qq_config_linear_is_quantized(c, module)) {
 #ifdef QQ_HAVE_QFORMAT
     qq_linear_desc d;
     void *owned = NULL;
