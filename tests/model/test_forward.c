@@ -2,6 +2,7 @@
  * incremental decode equals one-shot prefill, batching never changes results, forks share prefixes,
  * a full cache is reported without side effects, bad input is rejected, sampling is reproducible. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
