@@ -73,7 +73,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "usage: bench_quant_eval --model DIR [--ref DIR] [--ppl FILE --windows N] [--cls FILE]\n");
     return 2;
   }
-  qq_cpu_setup_openblas(argv);
+  qq_kernels_setup_openblas(argv);
   qq_error err = {0};
   qq_model *m = load(model, threads), *r = ref ? load(ref, threads) : NULL;
   cJSON *out = cJSON_CreateObject();

@@ -94,7 +94,7 @@ static qq_status window_logits(qq_model *m, qq_kv_cache *kv, const int32_t *ids,
 }
 
 qq_status qq_eval_perplexity(qq_model *m, qq_model *ref, const int32_t *ids, size_t n, int32_t window,
-                             int32_t max_windows, qq_progress_fn progress, void *user, qq_ppl_result *res,
+                             int32_t max_windows, qq_eval_progress_fn progress, void *user, qq_ppl_result *res,
                              qq_error *err) {
   memset(res, 0, sizeof *res);
   if (m->cfg.task != QQ_TASK_CAUSAL_LM)

@@ -393,7 +393,7 @@ int32_t qq_sampler_sample(qq_sampler *s, const float *logits, int32_t n);
 /* ================================ generation and evaluation ================================ */
 
 /* Progress callback for long work: done of total units (windows, examples, tokens). */
-typedef void (*qq_progress_fn)(void *user, int64_t done, int64_t total);
+typedef void (*qq_eval_progress_fn)(void *user, int64_t done, int64_t total);
 
 /* Called with each generated token; return false to stop early. */
 typedef bool (*qq_token_fn)(void *user, int32_t token);
@@ -422,7 +422,7 @@ typedef struct qq_ppl_result {
  * 1..window-1. With ref (another model with the same vocabulary), also the KL divergence of the
  * next-token distributions against it. */
 qq_status qq_eval_perplexity(qq_model *m, qq_model *ref, const int32_t *ids, size_t n, int32_t window,
-                             int32_t max_windows, qq_progress_fn progress, void *user, qq_ppl_result *res,
+                             int32_t max_windows, qq_eval_progress_fn progress, void *user, qq_ppl_result *res,
                              qq_error *err);
 
 /* Scores several independent sequences in batched steps: out [count][output_dim] receives the
