@@ -118,6 +118,12 @@ static qq_status get_token(const cJSON *obj, const char *key, const char *name, 
 static qq_status check_rope_type(const cJSON *obj, const char *name, const char *field, qq_error *err) {
   if (!present(obj)) return QQ_OK;
   if (!cJSON_IsObject(obj)) return qq_error_set(err, QQ_ERR_FORMAT, "%s: field \"%s\" must be an object", name, field);
+  /* transformers 5 may nest parameters per layer type ({"full_attention": {...}, ...}); reading only
+   * the top level would silently use the default theta. */
+  for (const cJSON *e = obj->child; e; e = e->next)
+    if (cJSON_IsObject(e))
+      return qq_error_set(err, QQ_ERR_UNSUPPORTED, "%s: field \"%s.%s\": per-layer-type RoPE parameters are not "
+                          "implemented", name, field, e->string);
   const char *keys[] = {"rope_type", "type"};
   for (size_t i = 0; i < 2; i++) {
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(obj, keys[i]);

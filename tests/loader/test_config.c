@@ -193,6 +193,8 @@ static void test_rope(void **state) {
   expect_fail("{" BASE_QWEN2 ",\"rope_parameters\":{\"rope_theta\":10000,\"partial_rotary_factor\":0.5}}",
               QQ_ERR_UNSUPPORTED, "partial_rotary_factor", NULL);
   expect_fail("{" BASE_QWEN2 ",\"rope_scaling\":\"linear\"}", QQ_ERR_FORMAT, "rope_scaling", NULL);
+  expect_fail("{" BASE_QWEN2 ",\"rope_parameters\":{\"full_attention\":{\"rope_type\":\"default\",\"rope_theta\":1e6}}}",
+              QQ_ERR_UNSUPPORTED, "rope_parameters.full_attention", NULL);
   expect_fail("{" BASE_QWEN2 ",\"rope_theta\":-1}", QQ_ERR_RANGE, "rope_theta", NULL);
 }
 
