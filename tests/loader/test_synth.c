@@ -179,11 +179,59 @@ static void test_options(void **state) {
   free(dir);
 }
 
+/* The synthetic tokenizer.json loads in qquant's tokenizer and encodes exactly as Hugging Face
+ * tokenizers 0.23.3 does (ids recorded by loading the tiny synth folder's tokenizer.json there). The
+ * tokenizer does not depend on the seed. */
+static void test_tokenizer_parity(void **state) {
+  (void)state;
+  char *dir = write_tiny(5, QQ_DTYPE_BF16, 0);
+  char path[4096];
+  snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+  qq_tokenizer *tok;
+  qq_error err = {0};
+  QQ_ASSERT_OK(qq_tokenizer_load(path, &tok, &err), &err);
+  static const char s1[] =
+      "Hello world! The quick brown fox, 2024 numbers: 3.14 <|endoftext|> na\xc3\xafve caf\xc3\xa9 "
+      "\xe6\x9d\xb1\xe4\xba\xac \xf0\x9f\x99\x82\r\n  spaces";
+  static const int32_t ids1[] = {72,  309, 108, 111, 261, 271, 310, 33,  306, 296, 450, 277, 311, 353, 267, 111, 120,
+                                 44,  32,  50,  48,  50,  52,  315, 117, 109, 98,  360, 58,  32,  51,  46,  49,  52,
+                                 32,  472, 315, 97,  195, 175, 118, 101, 274, 97,  102, 195, 169, 32,  230, 157, 177,
+                                 228, 186, 172, 32,  240, 159, 153, 130, 13,  10,  32,  262, 112, 382, 276};
+  static const char s2[] = "The model is quantized.\n\ndef f(x):\n    return x";
+  static const int32_t ids2[] = {290, 322, 314, 444, 289, 307, 10, 100, 101, 102, 267,
+                                 40,  120, 461, 364, 295, 116, 117, 114, 110, 32,  120};
+  const struct {
+    const char *s;
+    const int32_t *ids;
+    size_t n;
+  } cases[] = {{s1, ids1, QQ_ARRAY_LEN(ids1)}, {s2, ids2, QQ_ARRAY_LEN(ids2)}};
+  qq_encode_options eo = qq_encode_options_default();
+  for (size_t k = 0; k < QQ_ARRAY_LEN(cases); k++) {
+    qq_token_ids out = {0};
+    QQ_ASSERT_OK(qq_tokenizer_encode(tok, cases[k].s, strlen(cases[k].s), &eo, &out, &err), &err);
+    assert_int_equal(out.n, cases[k].n);
+    assert_memory_equal(out.ids, cases[k].ids, cases[k].n * sizeof(int32_t));
+    char *text;
+    size_t len;
+    QQ_ASSERT_OK(qq_tokenizer_decode(tok, out.ids, out.n, false, &text, &len, &err), &err);
+    assert_string_equal(text, cases[k].s);
+    free(text);
+    qq_token_ids_free(&out);
+  }
+  assert_int_equal(qq_tokenizer_token_to_id(tok, "<|endoftext|>"), 472);
+  assert_true(qq_tokenizer_is_special(tok, 472));
+  assert_true(qq_tokenizer_vocab_size(tok) <= 512);
+  qq_tokenizer_free(tok);
+  qq_test_rmtree(dir);
+  free(dir);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_tiny_loads),
       cmocka_unit_test(test_reproducible_and_sharded),
       cmocka_unit_test(test_options),
+      cmocka_unit_test(test_tokenizer_parity),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
