@@ -2,6 +2,7 @@
  * UTF-8 is checked here, along with counts and parameter ranges. Also qq_service_check_request, the
  * decode + validate entry point that the fuzz target drives. */
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "internal.h"
