@@ -591,6 +591,7 @@ static void *engine_main(void *arg) {
     }
     publish_gauges(e);
     step(e);
+    publish_gauges(e);
   }
   return NULL;
 }

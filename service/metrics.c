@@ -176,7 +176,10 @@ static void hist_print(sbuf *b, const char *name, const char *labels, const hist
   }
   cum += h->counts[h->n];
   sb_printf(b, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, labels, sep, (unsigned long long)cum);
-  sb_printf(b, "%s_sum{%s} %.9g\n%s_count{%s} %llu\n", name, labels, h->sum, name, labels, (unsigned long long)h->count);
+  if (labels[0])
+    sb_printf(b, "%s_sum{%s} %.9g\n%s_count{%s} %llu\n", name, labels, h->sum, name, labels, (unsigned long long)h->count);
+  else
+    sb_printf(b, "%s_sum %.9g\n%s_count %llu\n", name, h->sum, name, (unsigned long long)h->count);
 }
 
 qq_status qq_metrics_render(qq_metrics *m, char **out, size_t *len, qq_error *err) {
