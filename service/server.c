@@ -78,7 +78,7 @@ struct qq_server {
   qq_op op_shutdown;
   pthread_mutex_t mu;
   pthread_cond_t cv;
-  bool shutdown_done, finished;
+  bool started, shutdown_done, finished;
 };
 
 /* ------------------------------------------------------------------ accessors */
@@ -519,7 +519,7 @@ qq_request_limits qq_request_limits_default(void) {
 
 static void server_teardown(qq_server *s) {
   if (s->cq) {
-    if (s->server) {
+    if (s->server && s->started) {
       if (!s->shutdown_done) {
         grpc_server_shutdown_and_notify(s->server, s->cq, &s->op_shutdown);
         grpc_server_cancel_all_calls(s->server);
@@ -528,8 +528,15 @@ static void server_teardown(qq_server *s) {
         pthread_mutex_unlock(&s->mu);
       }
     }
+    if (s->server && !s->started) { /* never started: nothing is in flight */
+      grpc_server_destroy(s->server);
+      s->server = NULL;
+    }
     grpc_completion_queue_shutdown(s->cq);
     for (int32_t i = 0; i < s->n_threads; i++) pthread_join(s->threads[i], NULL);
+    if (!s->n_threads)
+      while (grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type != GRPC_QUEUE_SHUTDOWN) {
+      }
     /* Calls still referenced by the engine are freed when it lets go of them (engine freed below);
      * their grpc_call objects must go before the server. */
   }
@@ -623,6 +630,7 @@ qq_status qq_server_start(const qq_service_config *cfg, qq_server **out, qq_erro
       (st = qq_http_start(cfg->host, cfg->metrics_port, s->metrics, &s->http, &s->metrics_port, err)))
     goto fail_server;
   grpc_server_start(s->server);
+  s->started = true;
   s->n_threads = cfg->cq_threads > 0 ? cfg->cq_threads : 1;
   s->threads = calloc((size_t)s->n_threads, sizeof(pthread_t));
   if (!s->threads) {

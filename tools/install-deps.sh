@@ -10,7 +10,7 @@ PKGS=(
   libcjson-dev libpcre2-dev libutf8proc-dev libcmocka-dev
   python3-grpcio python3-protobuf grpc-proto
   clang-14 libclang-rt-14-dev
-  libssl-dev curl
+  libssl-dev openssl curl
   python3-venv
 )
 
