@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "kernels.h"
 #include "qq_common.h"
 #include "service.h"
 
@@ -22,7 +23,7 @@ static void on_signal(int sig) {
 }
 
 int main(int argc, char **argv) {
-  qq_cpu_setup_openblas(argv);
+  qq_kernels_setup_openblas(argv);
   qq_log_init_from_env();
   qq_service_config cfg;
   qq_service_config_default(&cfg);

@@ -12,5 +12,5 @@ target_link_libraries(qquant-bench PRIVATE qq_serve_rpc qq_proto qq_common PkgCo
 
 if(QQ_SERVICE_MODEL_READY)
   add_executable(qquant-serve ${QQ_SERVE_TOOL_DIR}/serve_main.c)
-  target_link_libraries(qquant-serve PRIVATE qq_service qq_model qq_common Threads::Threads)
+  target_link_libraries(qquant-serve PRIVATE qq_service qq_model qq_kernels qq_common Threads::Threads)
 endif()
