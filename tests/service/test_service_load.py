@@ -99,7 +99,10 @@ class Load(unittest.TestCase):
                   (n_req, wall, rss["early"], rss["end"], growth), s.metric("qquant_engine_steps_total"))
             # Memory stable: after the first 10 % (allocator and grpc pools warmed up) the rest of the run
             # may not grow the server by more than 32 MiB (a leak of even 16 KiB per request would).
-            self.assertLess(growth, 32 * 1024)
+            # Under ASan the allocator's quarantine holds freed memory by design, so RSS says nothing there;
+            # LeakSanitizer checks the server at exit instead (a leak makes its exit status nonzero).
+            if os.environ.get("QQ_SERVICE_SANITIZED") != "1":
+                self.assertLess(growth, 32 * 1024)
             self.assertEqual(s.metric("qquant_kv_blocks_used"), 0)
         finally:
             self.assertEqual(s.stop(), 0)
