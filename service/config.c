@@ -119,6 +119,7 @@ qq_status qq_service_config_parse(qq_service_config *cfg, int argc, char **argv,
     size_t nl = strlen(name);
     for (char **e = env; e && *e; e++) {
       if (strncmp(*e, name, nl) || (*e)[nl] != '=') continue;
+      if (!(*e)[nl + 1]) continue; /* set but empty: the same as unset (what templating tools often emit) */
       qq_status st = set_opt(cfg, &OPTS[i], *e + nl + 1, name, err);
       if (st) return st;
     }

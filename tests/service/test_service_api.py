@@ -178,6 +178,53 @@ class LanguageModelApi(unittest.TestCase):
         self.assertEqual(c, grpc.StatusCode.RESOURCE_EXHAUSTED)
         self.assertIn("KV", d)
 
+    def test_eos(self):
+        # Found by trying prompts: from "Thanks," the fixture model ends the text (token 0) after 144 tokens.
+        rs = self.s.generate(prompt="Thanks,", max_new_tokens=200)
+        text, ids = q.joined(rs)
+        self.assertEqual(rs[-1].finish_reason, q.FINISH_EOS)
+        self.assertEqual(ids[-1], 0)
+        self.assertNotIn(0, ids[:-1])
+        self.assertEqual(rs[-1].usage.completion_tokens, len(ids))
+        self.assertLess(len(ids), 200)
+
+    def test_chunked_prefill_gives_the_same_tokens(self):
+        # The class server prefills in chunks of 128; this one in chunks of 16 with 48-token steps, so a
+        # 150-token prompt takes 10 steps instead of 2. Greedy continuations must agree.
+        prompt = " ".join(self.g["prompts"]) * 4
+        ref = q.joined(self.s.generate(prompt=prompt, max_new_tokens=16, ignore_eos=True))
+        s2 = q.Server(q.LM, ["--kv-blocks", "64", "--max-seq-len", "256", "--prefill-chunk", "16", "--step-tokens", "48"])
+        try:
+            got = q.joined(s2.generate(prompt=prompt, max_new_tokens=16, ignore_eos=True))
+            self.assertGreater(s2.generate(prompt=prompt, max_new_tokens=1)[-1].usage.prompt_tokens, 100)
+        finally:
+            self.assertEqual(s2.stop(), 0)
+        self.assertEqual(got, ref)
+
+    def test_queue_full(self):
+        # One sequence at a time and one waiting: a third request is refused at once.
+        s2 = q.Server(q.LM, ["--kv-blocks", "64", "--max-seq-len", "256", "--max-batch", "1", "--max-queue", "1"])
+        try:
+            req = q.GenerateRequest(prompt="Once upon a time", max_new_tokens=200, ignore_eos=True)
+            a = s2.stream("/qquant.v1.Inference/Generate", req, q.GenerateResponse)
+            next(a)  # running
+            b = s2.stream("/qquant.v1.Inference/Generate", req, q.GenerateResponse)
+            t = time.time() + 10
+            while s2.metric("qquant_queue_depth") != 1 and time.time() < t:
+                time.sleep(0.02)
+            self.assertEqual(s2.metric("qquant_queue_depth"), 1)
+            c, d = code_of(lambda: s2.generate(prompt="hi", max_new_tokens=2))
+            self.assertEqual(c, grpc.StatusCode.RESOURCE_EXHAUSTED)
+            self.assertIn("queue", d)
+            a.cancel()
+            b.cancel()
+            t = time.time() + 10  # the cancelled running and queued requests leave at the next step
+            while (s2.metric("qquant_queue_depth"), s2.metric("qquant_active_sequences")) != (0, 0) and time.time() < t:
+                time.sleep(0.02)
+            self.assertEqual(len(q.joined(s2.generate(prompt="hi", max_new_tokens=2))[1]), 2)  # it recovers
+        finally:
+            self.assertEqual(s2.stop(), 0)
+
     def test_cancel_mid_stream_frees_kv(self):
         it = self.s.stream("/qquant.v1.Inference/Generate",
                            q.GenerateRequest(prompt="Once upon a time", max_new_tokens=200, ignore_eos=True), q.GenerateResponse)
