@@ -65,6 +65,7 @@ struct qq_engine {
   int32_t q_len;            /* under mu */
   int32_t n_running;        /* under mu (written by the engine thread) */
   bool stop;                /* under mu */
+  bool closed;              /* under mu: after an abort, no new jobs (the server is going away) */
   int32_t abort_code;       /* under mu: nonzero = end everything with this code */
   char abort_msg[256];
 
@@ -122,7 +123,7 @@ qq_status qq_engine_submit(qq_engine *e, qq_job *j, qq_error *err) {
                         "the request needs %lld KV cache blocks of %d tokens; the cache has %d (--kv-blocks)",
                         (long long)blocks, e->block_tokens, e->total_blocks);
   pthread_mutex_lock(&e->mu);
-  if (e->stop || e->abort_code) {
+  if (e->stop || e->abort_code || e->closed) {
     pthread_mutex_unlock(&e->mu);
     return qq_error_set(err, QQ_ERR_CANCELLED, "server is shutting down");
   }
@@ -531,6 +532,35 @@ static void abort_everything(qq_engine *e, int32_t code, const char *msg) {
   }
 }
 
+/* Completes queued jobs whose client went away or whose deadline passed, wherever they are in the
+ * queue (they would otherwise hold a queue slot until they reach its head). */
+static void sweep_queue(qq_engine *e, double now) {
+  qq_job *gone = NULL;
+  pthread_mutex_lock(&e->mu);
+  qq_job *prev = NULL;
+  for (qq_job *j = e->q_head, *n; j; j = n) {
+    n = j->next;
+    bool cancelled = j->cancelled && atomic_load(j->cancelled);
+    if (cancelled || (j->deadline > 0 && now >= j->deadline)) {
+      if (prev) prev->next = n;
+      else e->q_head = n;
+      if (e->q_tail == j) e->q_tail = prev;
+      e->q_len--;
+      j->code = cancelled ? GRPC_STATUS_CANCELLED : GRPC_STATUS_DEADLINE_EXCEEDED;
+      snprintf(j->msg, sizeof j->msg, "%s", cancelled ? "cancelled by the client" : "deadline exceeded while queued");
+      j->next = gone;
+      gone = j;
+    } else {
+      prev = j;
+    }
+  }
+  pthread_mutex_unlock(&e->mu);
+  for (qq_job *j = gone, *n; j; j = n) {
+    n = j->next;
+    j->complete(j);
+  }
+}
+
 static void *engine_main(void *arg) {
   qq_engine *e = arg;
   for (;;) {
@@ -556,6 +586,7 @@ static void *engine_main(void *arg) {
     }
     double now = qq_now_sec();
     expire(e, now);
+    sweep_queue(e, now);
     /* admit from the head of the queue while the reservation fits */
     for (;;) {
       pthread_mutex_lock(&e->mu);
@@ -598,6 +629,7 @@ static void *engine_main(void *arg) {
 
 void qq_engine_abort_all(qq_engine *e, int32_t code, const char *msg) {
   pthread_mutex_lock(&e->mu);
+  e->closed = true;
   e->abort_code = code ? code : GRPC_STATUS_UNAVAILABLE;
   snprintf(e->abort_msg, sizeof e->abort_msg, "%s", msg ? msg : "aborted");
   pthread_cond_signal(&e->cv);

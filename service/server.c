@@ -45,6 +45,7 @@ struct qq_call {
   /* outbound, under mu */
   out_msg *q_head, *q_tail;
   bool md_sent, send_busy, status_set, status_sent, closed;
+  bool counted; /* the call's outcome is in the metrics (exactly once) */
   int status_code;
   char *status_msg;
   grpc_byte_buffer *inflight;
@@ -254,8 +255,9 @@ void qq_call_finish(qq_call *c, int grpc_code, const char *msg) {
     c->status_set = true;
     c->status_code = grpc_code;
     c->status_msg = strdup(msg ? msg : "");
-    double dt = qq_now_sec() - c->t_start;
-    if (c->method != QQ_M_UNKNOWN) qq_metrics_request(c->srv->metrics, c->method, grpc_code, dt);
+    if (!c->counted && !c->closed && c->method != QQ_M_UNKNOWN)
+      qq_metrics_request(c->srv->metrics, c->method, grpc_code, qq_now_sec() - c->t_start);
+    c->counted = true;
     if (grpc_code != GRPC_STATUS_OK && grpc_code != GRPC_STATUS_CANCELLED)
       QQ_LOGD("server", "%s -> status %d: %s", qq_method_name(c->method), grpc_code, msg ? msg : "");
     pump_locked(c);
@@ -374,17 +376,18 @@ static void on_unary_message(qq_call *c, const uint8_t *data, size_t len, bool e
 
 static void on_close(qq_op *op, bool ok) {
   qq_call *c = op->call;
+  bool cancelled = c->close_cancelled || !ok;
   pthread_mutex_lock(&c->mu);
   c->closed = true;
-  bool sent = c->status_sent;
+  /* Ended before our status went out: the client cancelled, its deadline passed, or it went away. */
+  bool count = cancelled && !c->status_sent && !c->counted && c->method != QQ_M_UNKNOWN;
+  c->counted = true;
   pthread_mutex_unlock(&c->mu);
-  if (c->close_cancelled || !ok) {
-    atomic_store(&c->cancelled, true);
-    if (!sent && c->method != QQ_M_UNKNOWN) {
-      bool expired = c->deadline > 0 && qq_now_sec() >= c->deadline - 1e-3;
-      qq_metrics_request(c->srv->metrics, c->method,
-                         expired ? GRPC_STATUS_DEADLINE_EXCEEDED : GRPC_STATUS_CANCELLED, qq_now_sec() - c->t_start);
-    }
+  if (cancelled) atomic_store(&c->cancelled, true);
+  if (count) {
+    bool expired = c->deadline > 0 && qq_now_sec() >= c->deadline - 1e-3;
+    qq_metrics_request(c->srv->metrics, c->method, expired ? GRPC_STATUS_DEADLINE_EXCEEDED : GRPC_STATUS_CANCELLED,
+                       qq_now_sec() - c->t_start);
   }
   if (c->method == QQ_M_HEALTH_WATCH) qq_health_call_closed(c->srv, c);
   qq_call_unref(c);
@@ -675,10 +678,11 @@ qq_status qq_server_drain(qq_server *s, qq_error *err) {
   qq_status st = QQ_OK;
   if (left > 0) {
     QQ_LOGW("server", "drain grace period over: ending %d request(s) with UNAVAILABLE", left);
-    qq_engine_abort_all(s->engine, GRPC_STATUS_UNAVAILABLE,
-                        "server shut down before the request finished (drain grace period over)");
     st = qq_error_set(err, QQ_ERR_CANCELLED, "%d request(s) did not finish within %d s", left, s->cfg.drain_seconds);
   }
+  /* Always: closes admission for good (a request still being tokenized is refused) and ends what is left. */
+  qq_engine_abort_all(s->engine, GRPC_STATUS_UNAVAILABLE,
+                      "server shut down before the request finished (drain grace period over)");
   qq_health_close_watchers(s->health, GRPC_STATUS_UNAVAILABLE, "server shutting down");
   atomic_store(&s->stopping, true);
   grpc_server_shutdown_and_notify(s->server, s->cq, &s->op_shutdown);

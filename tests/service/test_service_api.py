@@ -216,9 +216,20 @@ class LanguageModelApi(unittest.TestCase):
             c, d = code_of(lambda: s2.generate(prompt="hi", max_new_tokens=2))
             self.assertEqual(c, grpc.StatusCode.RESOURCE_EXHAUSTED)
             self.assertIn("queue", d)
-            a.cancel()
+            # a queued request that is cancelled, or whose deadline passes, leaves the queue at once
             b.cancel()
-            t = time.time() + 10  # the cancelled running and queued requests leave at the next step
+            t = time.time() + 10
+            while s2.metric("qquant_queue_depth") != 0 and time.time() < t:
+                time.sleep(0.02)
+            self.assertEqual((s2.metric("qquant_queue_depth"), s2.metric("qquant_active_sequences")), (0, 1))
+            c, _ = code_of(lambda: s2.generate(prompt="hi", max_new_tokens=2, timeout=0.5))
+            self.assertEqual(c, grpc.StatusCode.DEADLINE_EXCEEDED)
+            t = time.time() + 10
+            while s2.metric("qquant_queue_depth") != 0 and time.time() < t:
+                time.sleep(0.02)
+            self.assertEqual((s2.metric("qquant_queue_depth"), s2.metric("qquant_active_sequences")), (0, 1))
+            a.cancel()
+            t = time.time() + 10  # the cancelled running request leaves at the next step
             while (s2.metric("qquant_queue_depth"), s2.metric("qquant_active_sequences")) != (0, 0) and time.time() < t:
                 time.sleep(0.02)
             self.assertEqual(len(q.joined(s2.generate(prompt="hi", max_new_tokens=2))[1]), 2)  # it recovers
