@@ -3,6 +3,8 @@
  * under the real Qwen2.5 tokenizer and the qwen2-tiny-lm fixture tokenizer; the llama-stories260k
  * SentencePiece-style tokenizer against tests/tokenizer/hf_vectors.json (made by gen_hf_vectors.py);
  * decoding (full and streamed) against HF's decode. */
+#include <time.h>
+
 #include "tok_test.h"
 
 typedef struct golden {
@@ -13,23 +15,30 @@ typedef struct golden {
 
 static golden G;
 
-/* Loading the 151k-token Qwen tokenizer must stay well under a second. Sanitizer builds run the same
- * code several times slower, so they get a looser bound. */
+/* Loading the 151k-token Qwen tokenizer must stay well under a second (0.2 s measured on the 2-core
+ * CI VM). Measured in process CPU time so that other jobs on a shared machine do not make the test
+ * flaky. Sanitizer builds run the same code several times slower, so they get a looser bound. */
 #if defined(__SANITIZE_ADDRESS__)
 #define LOAD_SECONDS_MAX 6.0
 #else
 #define LOAD_SECONDS_MAX 1.0
 #endif
 
+static double cpu_seconds(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 static int setup(void **state) {
   (void)state;
   qq_error err = {0};
   G.g = tt_read_json(qq_test_fixture("tokenizers/tokenizer_golden.json"));
   G.hf = tt_hf_vectors();
-  double t0 = qq_now_sec();
+  double w0 = qq_now_sec(), t0 = cpu_seconds();
   QQ_ASSERT_OK(qq_tokenizer_load(qq_test_fixture("tokenizers/qwen2.5/tokenizer.json"), &G.qwen, &err), &err);
-  double dt = qq_now_sec() - t0;
-  fprintf(stderr, "Qwen2.5 tokenizer.json (151,669 tokens) loaded in %.3f s\n", dt);
+  double dt = cpu_seconds() - t0;
+  fprintf(stderr, "Qwen2.5 tokenizer.json (151,669 tokens) loaded in %.3f s CPU (%.3f s wall)\n", dt, qq_now_sec() - w0);
   if (dt > LOAD_SECONDS_MAX) fail_msg("loading the Qwen tokenizer took %.3f s (limit %.1f s)", dt, LOAD_SECONDS_MAX);
   /* A model directory works as well as the file. */
   QQ_ASSERT_OK(qq_tokenizer_load(qq_test_fixture("models/qwen2-tiny-lm"), &G.fixture, &err), &err);
