@@ -250,7 +250,10 @@ typedef struct qq_encode_options {
 } qq_encode_options;
 qq_encode_options qq_encode_options_default(void); /* {parse_special = true, add_special = false} */
 
-/* Encodes len bytes of UTF-8 text and appends the ids to out. Invalid UTF-8 is QQ_ERR_INVALID_ARG. */
+/* Encodes len bytes of UTF-8 text and appends the ids to out. Invalid UTF-8 is QQ_ERR_INVALID_ARG.
+ * Like HF's encode, the "truncation" and "padding" of tokenizer.json apply to the result (the
+ * qwen2-tiny-spam-cls tokenizer truncates to 256 tokens); opt NULL means qq_encode_options_default().
+ * Thread-safe: any number of threads may encode with one tokenizer at once. */
 qq_status qq_tokenizer_encode(const qq_tokenizer *tok, const char *text, size_t len,
                               const qq_encode_options *opt, qq_token_ids *out, qq_error *err);
 /* Decodes ids into a NUL-terminated heap string (*out transferred to the caller; free()). Ids out of

@@ -277,6 +277,7 @@ static qq_status bpe_compute(const qq_tokenizer *tok, qq_tok_ctx *c, const char 
     qq_status st = merge_large(tok, c, ids, &m);
     if (st) return qq_error_set(err, st, "out of memory");
   }
+  if (m == 0) return QQ_OK;
   if (out->n + m > out->cap) {
     size_t nc = out->cap ? out->cap : 64;
     while (nc < out->n + m) nc *= 2;

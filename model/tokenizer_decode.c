@@ -167,8 +167,10 @@ static qq_status do_bytelevel(qq_detokenizer *d, size_t k, const char *s, size_t
   bool ok;
   size_t used = qq_tok_utf8_lossy((const uint8_t *)S->pending.p, S->pending.n, false, &S->scratch, &ok);
   if (!ok) return QQ_ERR_NOMEM;
-  memmove(S->pending.p, S->pending.p + used, S->pending.n - used);
-  S->pending.n -= used;
+  if (used) {
+    memmove(S->pending.p, S->pending.p + used, S->pending.n - used);
+    S->pending.n -= used;
+  }
   return S->scratch.n ? stage(d, k + 1, S->scratch.p, S->scratch.n) : QQ_OK;
 }
 

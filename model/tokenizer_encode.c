@@ -40,6 +40,7 @@ static qq_status on_raw_piece(void *user, const char *s, size_t n, int32_t id, b
 }
 
 static bool insert_ids(qq_token_ids *ids, size_t at, const int32_t *src, size_t k, int32_t fill) {
+  if (k == 0) return true;
   while (ids->n + k > ids->cap) {
     size_t cap = ids->cap ? ids->cap * 2 : 64;
     int32_t *p = realloc(ids->ids, cap * sizeof *p);

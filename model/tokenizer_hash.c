@@ -18,7 +18,7 @@ uint64_t qq_tok_hash_bytes(const void *p, size_t n) {
     n -= 8;
   }
   uint64_t w = 0;
-  memcpy(&w, s, n);
+  if (n) memcpy(&w, s, n);
   h = (h ^ qq_tok_mix64(w ^ 0x5bd1e995u)) * 0x9fb21c651e98df25ULL;
   return qq_tok_mix64(h);
 }

@@ -307,7 +307,7 @@ static qq_status split_and_recurse(const qq_tokenizer *tok, qq_tok_ctx *c, size_
         else sp[--r] = (qq_tok_span){sp[i].s, sp[i].e, false};
         prev_match = m;
       }
-      memmove(sp, sp + r, (k - r) * sizeof *sp);
+      if (k > r) memmove(sp, sp + r, (k - r) * sizeof *sp);
       w = k - r;
       break;
     }

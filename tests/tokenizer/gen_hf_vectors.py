@@ -99,12 +99,12 @@ out["qwen"] = {"decode": qdec}
 # Small synthetic tokenizers for the rules the real files do not exercise: added-token flags
 # (lstrip, rstrip, single_word, normalized), every Split behavior and invert, Metaspace, truncation,
 # padding, Bert-style post-processing, merges written as pairs, unk fusing.
-def synthetic(pre, extra=None):
+def synthetic(pre, extra=None, decoder=None):
     letters = "abcdefghijklmnopqrstuvwxyz"
     vocab = {"<unk>": 0, "[CLS]": 1, "[SEP]": 2, "[PAD]": 3}
-    for ch in letters + " .,!\u2581":
+    for ch in letters + " .,!\u2581\u0120":
         vocab[ch] = len(vocab)
-    merges = [["a", "b"], ["ab", "c"], ["t", "h"], ["th", "e"], ["h", "e"], ["\u2581", "t"], ["\u2581t", "he"], ["e", "r"]]
+    merges = [["a", "b"], ["ab", "c"], ["t", "h"], ["th", "e"], ["h", "e"], ["\u2581", "t"], ["\u2581t", "he"], ["e", "r"], ["\u0120", "t"], ["\u0120t", "he"]]
     for a, b2 in merges:
         vocab.setdefault(a + b2, len(vocab))
     added = []
@@ -125,7 +125,7 @@ def synthetic(pre, extra=None):
                            "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
                            "special_tokens": {"[CLS]": {"id": "[CLS]", "ids": [1], "tokens": ["[CLS]"]},
                                               "[SEP]": {"id": "[SEP]", "ids": [2], "tokens": ["[SEP]"]}}},
-        "decoder": None,
+        "decoder": decoder,
         "model": {"type": "BPE", "dropout": None, "unk_token": "<unk>", "continuing_subword_prefix": None,
                   "end_of_word_suffix": None, "fuse_unk": True, "byte_fallback": False, "ignore_merges": False,
                   "vocab": vocab, "merges": merges},
@@ -146,8 +146,16 @@ syn_defs = {
     "split_next": ({"type": "Split", "pattern": {"String": " "}, "behavior": "MergedWithNext", "invert": False}, None),
     "split_contiguous": ({"type": "Split", "pattern": {"Regex": "[ .,!]"}, "behavior": "Contiguous", "invert": False}, None),
     "split_invert": ({"type": "Split", "pattern": {"Regex": "[a-z]+"}, "behavior": "Isolated", "invert": True}, None),
-    "metaspace_always": ({"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always", "split": True}, None),
-    "metaspace_first": ({"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "first", "split": False}, None),
+    "metaspace_always": ({"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always", "split": True}, None,
+                         {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always", "split": True}),
+    "metaspace_first": ({"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "first", "split": False}, None,
+                        {"type": "Sequence", "decoders": [{"type": "Replace", "pattern": {"String": "\u2581"}, "content": " "},
+                                                          {"type": "Fuse"}, {"type": "Strip", "content": " ", "start": 1, "stop": 2}]}),
+    "bytelevel_regex_prefix": ({"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}, None,
+                               {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}),
+    "strip_per_token": ({"type": "Split", "pattern": {"String": " "}, "behavior": "Isolated", "invert": False}, None,
+                        {"type": "Sequence", "decoders": [{"type": "Strip", "content": "a", "start": 1, "stop": 1},
+                                                          {"type": "Replace", "pattern": {"String": "th"}, "content": "TH"}]}),
     "none_trunc_pad": (None, {"truncation": {"direction": "Right", "max_length": 6, "strategy": "LongestFirst", "stride": 0},
                               "padding": {"strategy": {"Fixed": 8}, "direction": "Right", "pad_to_multiple_of": None,
                                           "pad_id": 3, "pad_type_id": 0, "pad_token": "[PAD]"}}),
@@ -155,9 +163,18 @@ syn_defs = {
                                        "padding": {"strategy": "BatchLongest", "direction": "Left", "pad_to_multiple_of": 4,
                                                    "pad_id": 3, "pad_type_id": 0, "pad_token": "[PAD]"}}),
 }
+def hf_decode(tk, ids, skip):
+    """HF's Strip decoder panics (Rust slice index) when start and stop overlap; record null then."""
+    try:
+        return tk.decode(ids, skip_special_tokens=skip)
+    except BaseException:  # pyo3_runtime.PanicException derives from BaseException
+        return None
+
+
 syn = []
-for name, (pre, extra) in syn_defs.items():
-    j = synthetic(pre, extra)
+for name, spec in syn_defs.items():
+    pre, extra = spec[0], spec[1]
+    j = synthetic(pre, extra, spec[2] if len(spec) > 2 else None)
     tk = Tokenizer.from_str(json.dumps(j))
     cases = []
     for t in SYN_TEXTS:
@@ -165,9 +182,11 @@ for name, (pre, extra) in syn_defs.items():
         tk.encode_special_tokens = True  # special tokens are not matched: parse_special = false
         c["ids_no_parse"] = tk.encode(t, add_special_tokens=False).ids
         tk.encode_special_tokens = False
+        c["decoded"] = hf_decode(tk, c["ids_special"], False)
+        c["decoded_skip"] = hf_decode(tk, c["ids_special"], True)
         cases.append(c)
     syn.append({"name": name, "tokenizer": j, "cases": cases})
 out["synthetic"] = syn
 
-json.dump(out, open("tests/tokenizer/hf_vectors.json", "w"), ensure_ascii=True, indent=1)
+json.dump(out, open("tests/tokenizer/hf_vectors.json", "w"), ensure_ascii=True, separators=(",", ":"))
 print("wrote tests/tokenizer/hf_vectors.json")
