@@ -19,6 +19,11 @@
 
 #include "internal.h"
 
+/* Output rows of one step: one per item, plus at most this many more for zero-shot label units (which
+ * need a row per label token). Bounds the logits buffer at (max_batch + 64) x vocab floats, e.g. 78 MB
+ * for a 151,936-token vocabulary at --max-batch 64, whatever --step-tokens is. */
+#define QQ_EXTRA_ROWS 64
+
 typedef struct run run;
 
 typedef struct unit {
@@ -449,10 +454,13 @@ static void step(qq_engine *e) {
     rows++;
   }
   /* then prefill chunks, in admission order, at fixed chunk boundaries */
+  int32_t extra_rows = 0; /* rows beyond one per item (zero-shot label units want every row) */
   for (unit *u = e->units; u && n_items < e->opt.max_batch; u = u->next) {
     if (u->decoding || u->seq < 0 || u->fed >= u->n_feed) continue;
-    int32_t chunk = QQ_MIN(u->n_feed - u->fed, e->opt.prefill_chunk);
+    int32_t chunk = QQ_MIN(u->n_feed - u->fed, u->all_rows ? QQ_EXTRA_ROWS + 1 : e->opt.prefill_chunk);
+    if (u->all_rows && extra_rows + chunk - 1 > QQ_EXTRA_ROWS) continue;
     if (tokens + chunk > e->opt.step_tokens && n_items > 0) break;
+    if (u->all_rows) extra_rows += chunk - 1;
     e->items[n_items] = (qq_forward_item){u->seq, u->feed + u->fed, chunk, u->all_rows};
     e->item_units[n_items++] = u;
     tokens += chunk;
@@ -674,7 +682,7 @@ qq_status qq_engine_create(qq_model *model, const qq_engine_options *opt, qq_met
   }
   e->total_blocks = qq_kv_total_blocks(e->kv);
   e->max_seqs = e->opt.max_batch;
-  e->out_rows = (size_t)e->opt.step_tokens + (size_t)e->opt.max_batch;
+  e->out_rows = (size_t)e->opt.max_batch + QQ_EXTRA_ROWS;
   e->out = malloc(e->out_rows * (size_t)e->out_dim * sizeof(float));
   e->items = calloc((size_t)e->opt.max_batch, sizeof *e->items);
   e->item_units = calloc((size_t)e->opt.max_batch, sizeof *e->item_units);

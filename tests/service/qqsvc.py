@@ -63,19 +63,34 @@ def golden_lm():
         return json.load(f)
 
 
-def golden_prompt_ids():
-    """ids_i tensors of golden_logits.safetensors (I32), read with the safetensors layout by hand."""
+def _golden_tensors():
     path = os.path.join(LM, "golden_logits.safetensors")
     with open(path, "rb") as f:
         n = struct.unpack("<Q", f.read(8))[0]
         head = json.loads(f.read(n))
         data = f.read()
+    return head, data
+
+
+def golden_prompt_ids():
+    """ids_i tensors of golden_logits.safetensors (I32), read with the safetensors layout by hand."""
+    head, data = _golden_tensors()
     out = {}
     for name, t in head.items():
         if name.startswith("ids_"):
             a, b = t["data_offsets"]
             out[int(name[4:])] = list(struct.unpack("<%di" % ((b - a) // 4), data[a:b]))
     return out
+
+
+def golden_logits(k):
+    """logits_k (F32 [len, vocab]) as a list of rows."""
+    head, data = _golden_tensors()
+    t = head["logits_%d" % k]
+    a, b = t["data_offsets"]
+    rows, vocab = t["shape"]
+    flat = struct.unpack("<%df" % (rows * vocab), data[a:b])
+    return [flat[r * vocab:(r + 1) * vocab] for r in range(rows)]
 
 
 class Server:

@@ -102,6 +102,27 @@ class LanguageModelApi(unittest.TestCase):
             both = [s for s in r.results[0].scores if s.label == lab][0]
             self.assertAlmostEqual(one.results[0].scores[0].logit, both.logit, delta=1e-4)
 
+    def test_zero_shot_matches_golden_log_likelihood(self):
+        # Independent reference: HF's logits for golden prompt 0 at every position. Split the prompt into a
+        # text and a label at a word boundary; the label's log-likelihood is the sum, over its tokens, of
+        # log_softmax(logits of the position before)[token]. Same tolerance reasoning as the classifier
+        # head (CLS_LOGIT_TOL per logit, times the label's 2 tokens, plus the log-sum-exp of each row).
+        import math
+        ids = q.golden_prompt_ids()[0]
+        rows = q.golden_logits(0)
+        text, label = "The jury said that", " the election"
+        r = self.s.classify(inputs=[text], candidate_labels=[label, " xyz"])
+        m = r.results[0].input_tokens
+        self.assertEqual(m, 4)
+        want = 0.0
+        for j in range(m, len(ids)):
+            row = rows[j - 1]
+            mx = max(row)
+            lse = mx + math.log(sum(math.exp(v - mx) for v in row))
+            want += row[ids[j]] - lse
+        got = [x.logit for x in r.results[0].scores if x.label == label][0]
+        self.assertAlmostEqual(got, want, delta=4 * CLS_LOGIT_TOL)
+
     def test_errors_invalid_argument(self):
         G = q.GenerateRequest
         cases = {
