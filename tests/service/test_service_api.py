@@ -435,6 +435,30 @@ class Operations(unittest.TestCase):
         self.assertEqual(r.returncode, 1)
         self.assertIn("/nonexistent", r.stderr)
 
+    def test_quantized_checkpoint_matches_offline_engine(self):
+        # qquant writes an AutoAWQ int4 checkpoint (RTN); qquant-serve loads it; greedy output over gRPC
+        # equals `qquant generate` (the offline engine) token for token.
+        with tempfile.TemporaryDirectory() as d:
+            out = os.path.join(d, "q4")
+            r = subprocess.run([os.path.join(q.BIN, "qquant"), "--method", "rtn", "--model", q.LM, "--out", out],
+                               capture_output=True, text=True)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            prompt = "Once upon a time"
+            r = subprocess.run([os.path.join(q.BIN, "qquant"), "generate", "--model", out, "--prompt", prompt,
+                                "--max-new-tokens", "24", "--ignore-eos", "--device", "cpu", "--json"],
+                               capture_output=True, text=True)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            offline = json.loads(r.stdout)
+            s = q.Server(out, ["--kv-blocks", "32", "--device", "cpu"])
+            try:
+                i = s.info()
+                self.assertEqual((i.quantization_method, i.quantization_format, i.bits, i.group_size), ("awq", "gemm", 4, 128))
+                text, ids = q.joined(s.generate(prompt=prompt, max_new_tokens=24, ignore_eos=True))
+                self.assertEqual(ids, offline["token_ids"])
+                self.assertEqual(text, offline["text"])
+            finally:
+                self.assertEqual(s.stop(), 0)
+
     def test_tls_and_mtls(self):
         with tempfile.TemporaryDirectory() as d:
             def ossl(*a):
