@@ -13,6 +13,10 @@ Contents:
                   special tokens mid-text) and HF's decode of them.
   qwen.decode[]   the same for the real Qwen2.5 tokenizer: golden strings decoded (with and without
                   skip_special_tokens) and byte-level ids that split a UTF-8 character.
+  spam_cls        ids of the first 8 mails of corpora/spam-val.jsonl under qwen2-tiny-spam-cls
+                  (its tokenizer.json truncates to 256 tokens).
+  synthetic[]     small tokenizers (added-token flags, split behaviors, Metaspace, truncation,
+                  padding, decoders) with HF's ids and decodes for a set of strings.
 """
 import json
 import sys
@@ -95,6 +99,12 @@ for ids in extra:
                  "text_skip": qwen.decode(ids, skip_special_tokens=True)})
 out["qwen"] = {"decode": qdec}
 
+
+# qwen2-tiny-spam-cls: its tokenizer.json truncates to 256 tokens (and pads BatchLongest, a no-op for
+# one sequence). Ids of the first 8 mails of corpora/spam-val.jsonl (the test reads the texts there).
+spam = Tokenizer.from_file(f"{fx}/models/qwen2-tiny-spam-cls/tokenizer.json")
+mails = [json.loads(line)["text"] for line in open(f"{fx}/corpora/spam-val.jsonl", encoding="utf-8")][:8]
+out["spam_cls"] = {"first_mails_ids": [spam.encode(t, add_special_tokens=False).ids for t in mails]}
 
 # Small synthetic tokenizers for the rules the real files do not exercise: added-token flags
 # (lstrip, rstrip, single_word, normalized), every Split behavior and invert, Metaspace, truncation,

@@ -280,6 +280,40 @@ static void test_qwen_no_parse_special(void **state) {
   qq_token_ids_free(&b);
 }
 
+/* qwen2-tiny-spam-cls's tokenizer.json truncates to 256 tokens, as HF's encode does. */
+static void test_spam_cls_truncation(void **state) {
+  (void)state;
+  qq_error err = {0};
+  qq_tokenizer *tok = NULL;
+  QQ_ASSERT_OK(qq_tokenizer_load(qq_test_fixture("models/qwen2-tiny-spam-cls"), &tok, &err), &err);
+  char *js = NULL;
+  size_t len = 0;
+  QQ_ASSERT_OK(qq_read_file(qq_test_fixture("corpora/spam-val.jsonl"), &js, &len, &err), &err);
+  const cJSON *exp = cJSON_GetObjectItem(cJSON_GetObjectItem(G.hf, "spam_cls"), "first_mails_ids");
+  char *line = js;
+  int truncated = 0;
+  for (int i = 0; i < cJSON_GetArraySize(exp); i++) {
+    char *nl = strchr(line, '\n');
+    assert_non_null(nl);
+    *nl = '\0';
+    cJSON *mail = cJSON_Parse(line);
+    assert_non_null(mail);
+    const char *text = cJSON_GetObjectItem(mail, "text")->valuestring;
+    qq_token_ids out = {0};
+    QQ_ASSERT_OK(qq_tokenizer_encode(tok, text, strlen(text), NULL, &out, &err), &err);
+    char what[48];
+    snprintf(what, sizeof what, "spam-val mail %d", i);
+    assert_true(tt_ids_equal(&out, cJSON_GetArrayItem(exp, i), what));
+    truncated += out.n == 256;
+    qq_token_ids_free(&out);
+    cJSON_Delete(mail);
+    line = nl + 1;
+  }
+  assert_true(truncated > 0); /* the check above covered the truncation */
+  free(js);
+  qq_tokenizer_free(tok);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_qwen_strings),
@@ -292,6 +326,7 @@ int main(void) {
       cmocka_unit_test(test_detokenizer_holds_partial_utf8),
       cmocka_unit_test(test_vocab_queries),
       cmocka_unit_test(test_qwen_no_parse_special),
+      cmocka_unit_test(test_spam_cls_truncation),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
