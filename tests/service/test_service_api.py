@@ -222,6 +222,39 @@ class LanguageModelApi(unittest.TestCase):
             self.assertEqual(s2.stop(), 0)
         self.assertEqual(got, ref)
 
+    def test_long_prefill_does_not_stall_decoding(self):
+        # B's 1,200-token prompt is prefilled in chunks of 64 (19 steps); A, already decoding, gets a token
+        # in each of those steps. Unchunked, B would take one long step and A would wait for it.
+        s2 = q.Server(q.LM, ["--kv-blocks", "256", "--max-seq-len", "2048", "--prefill-chunk", "64",
+                             "--step-tokens", "128"])
+        try:
+            a_times, b_first = [], []
+            a = s2.stream("/qquant.v1.Inference/Generate",
+                          q.GenerateRequest(prompt="Once upon a time", max_new_tokens=400, ignore_eos=True),
+                          q.GenerateResponse)
+            next(a)
+
+            def read_a():
+                try:
+                    for r in a:
+                        a_times.extend([time.time()] * len(r.token_ids))
+                except grpc.RpcError:
+                    pass
+            t = threading.Thread(target=read_a)
+            t.start()
+            ids = (q.golden_prompt_ids()[0] * 250)[:1200]
+            t_b = time.time()
+            for r in s2.stream("/qquant.v1.Inference/Generate",
+                               q.GenerateRequest(prompt_token_ids=ids, max_new_tokens=1), q.GenerateResponse):
+                if r.token_ids and not b_first:
+                    b_first.append(time.time())
+            a.cancel()
+            t.join()
+            during = sum(1 for x in a_times if t_b < x < b_first[0])
+            self.assertGreaterEqual(during, 10, "A got %d tokens while B's prompt was prefilled" % during)
+        finally:
+            self.assertEqual(s2.stop(), 0)
+
     def test_queue_full(self):
         # One sequence at a time and one waiting: a third request is refused at once.
         s2 = q.Server(q.LM, ["--kv-blocks", "64", "--max-seq-len", "256", "--max-batch", "1", "--max-queue", "1"])
