@@ -15,15 +15,8 @@ typedef struct golden {
 
 static golden G;
 
-/* Loading the 151k-token Qwen tokenizer must stay well under a second (0.2 s measured on the 2-core
- * CI VM). Measured in process CPU time so that other jobs on a shared machine do not make the test
- * flaky. Sanitizer builds run the same code several times slower, so they get a looser bound. */
-#if defined(__SANITIZE_ADDRESS__)
-#define LOAD_SECONDS_MAX 6.0
-#else
-#define LOAD_SECONDS_MAX 1.0
-#endif
-
+/* The load time of the 151k-token Qwen tokenizer is printed, not asserted: speed goals are checked by
+ * benchmarks (bench/bench_tokenizer), never by timed unit tests, which flake on shared machines. */
 static double cpu_seconds(void) {
   struct timespec ts;
   clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
@@ -39,7 +32,6 @@ static int setup(void **state) {
   QQ_ASSERT_OK(qq_tokenizer_load(qq_test_fixture("tokenizers/qwen2.5/tokenizer.json"), &G.qwen, &err), &err);
   double dt = cpu_seconds() - t0;
   fprintf(stderr, "Qwen2.5 tokenizer.json (151,669 tokens) loaded in %.3f s CPU (%.3f s wall)\n", dt, qq_now_sec() - w0);
-  if (dt > LOAD_SECONDS_MAX) fail_msg("loading the Qwen tokenizer took %.3f s (limit %.1f s)", dt, LOAD_SECONDS_MAX);
   /* A model directory works as well as the file. */
   QQ_ASSERT_OK(qq_tokenizer_load(qq_test_fixture("models/qwen2-tiny-lm"), &G.fixture, &err), &err);
   QQ_ASSERT_OK(qq_tokenizer_load(qq_test_fixture("models/llama-stories260k/tokenizer.json"), &G.llama, &err), &err);
