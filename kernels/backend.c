@@ -4,17 +4,55 @@
 
 #include "backend_internal.h"
 
+const char *qq_act_dtype_name(qq_act_dtype a) {
+  switch (a) {
+    case QQ_ACT_AUTO: return "auto";
+    case QQ_ACT_F32: return "fp32";
+    case QQ_ACT_BF16: return "bf16";
+    case QQ_ACT_F16: return "fp16";
+  }
+  return "?";
+}
+
+bool qq_act_dtype_parse(const char *s, qq_act_dtype *out) {
+  static const struct { const char *name; qq_act_dtype a; } names[] = {
+      {"auto", QQ_ACT_AUTO}, {"fp32", QQ_ACT_F32}, {"f32", QQ_ACT_F32}, {"bf16", QQ_ACT_BF16},
+      {"fp16", QQ_ACT_F16},  {"f16", QQ_ACT_F16},
+  };
+  for (size_t i = 0; s && i < QQ_ARRAY_LEN(names); i++)
+    if (!strcmp(s, names[i].name)) {
+      *out = names[i].a;
+      return true;
+    }
+  return false;
+}
+
+qq_backend_options qq_backend_options_default(void) {
+  qq_backend_options o = {.kind = QQ_DEVICE_AUTO, .n_threads = 0, .act = QQ_ACT_AUTO};
+  return o;
+}
+
 qq_status qq_backend_create(qq_device_kind kind, int32_t n_threads, qq_backend **out, qq_error *err) {
+  qq_backend_options o = qq_backend_options_default();
+  o.kind = kind;
+  o.n_threads = n_threads;
+  return qq_backend_create_opts(&o, out, err);
+}
+
+qq_status qq_backend_create_opts(const qq_backend_options *opt, qq_backend **out, qq_error *err) {
   *out = NULL;
+  const qq_backend_options o = opt ? *opt : qq_backend_options_default();
   const qq_backend_vtable *vt = NULL;
-  qq_device_kind chosen = kind;
-  if (kind == QQ_DEVICE_AUTO) {
+  qq_device_kind chosen = o.kind;
+  if (o.kind == QQ_DEVICE_AUTO) {
 #ifdef QQ_HAVE_CUDA
     chosen = qq_cuda_device_count() > 0 ? QQ_DEVICE_CUDA : QQ_DEVICE_CPU;
 #else
     chosen = QQ_DEVICE_CPU;
 #endif
   }
+  if ((unsigned)o.act > (unsigned)QQ_ACT_F16)
+    return qq_error_set(err, QQ_ERR_INVALID_ARG, "unknown activation dtype %d", (int)o.act);
   if (chosen == QQ_DEVICE_CPU) {
     vt = &qq_cpu_vtable;
   } else if (chosen == QQ_DEVICE_CUDA) {
@@ -26,13 +64,13 @@ qq_status qq_backend_create(qq_device_kind kind, int32_t n_threads, qq_backend *
     return qq_error_set(err, QQ_ERR_UNSUPPORTED, "device cuda requested but this build has no CUDA backend");
 #endif
   } else {
-    return qq_error_set(err, QQ_ERR_INVALID_ARG, "unknown device kind %d", (int)kind);
+    return qq_error_set(err, QQ_ERR_INVALID_ARG, "unknown device kind %d", (int)o.kind);
   }
   qq_backend *be = calloc(1, sizeof *be);
   if (!be) return qq_error_set(err, QQ_ERR_NOMEM, "out of memory creating backend");
   be->vt = vt;
   be->kind = chosen;
-  qq_status st = vt->init(be, n_threads, err);
+  qq_status st = vt->init(be, &o, err);
   if (st != QQ_OK) {
     free(be);
     return st;
@@ -49,10 +87,11 @@ void qq_backend_free(qq_backend *be) {
 
 qq_device_kind qq_backend_kind(const qq_backend *be) { return be->kind; }
 const char *qq_backend_description(const qq_backend *be) { return be->description; }
-size_t qq_backend_act_bytes(const qq_backend *be) { return be->vt->act_bytes; }
+size_t qq_backend_act_bytes(const qq_backend *be) { return be->act_bytes; }
+qq_act_dtype qq_backend_act(const qq_backend *be) { return be->act; }
 
 qq_status qq_backend_alloc(qq_backend *be, size_t n_elems, void **out, qq_error *err) {
-  return be->vt->alloc_bytes(be, n_elems * be->vt->act_bytes, out, err);
+  return be->vt->alloc_bytes(be, n_elems * be->act_bytes, out, err);
 }
 qq_status qq_backend_alloc_bytes(qq_backend *be, size_t bytes, void **out, qq_error *err) {
   return be->vt->alloc_bytes(be, bytes, out, err);

@@ -6,11 +6,16 @@
 
 #include "kernels.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct qq_backend_vtable {
   const char *name;
-  qq_status (*init)(qq_backend *be, int32_t n_threads, qq_error *err); /* sets be->impl, be->description */
+  /* Sets be->impl, be->description, be->act (resolving QQ_ACT_AUTO) and be->act_bytes; fails with
+   * QQ_ERR_UNSUPPORTED for an activation dtype the backend cannot run. */
+  qq_status (*init)(qq_backend *be, const qq_backend_options *opt, qq_error *err);
   void (*destroy)(qq_backend *be);
-  size_t act_bytes;
   qq_status (*alloc_bytes)(qq_backend *be, size_t bytes, void **out, qq_error *err);
   void (*release)(qq_backend *be, void *p);
   qq_status (*upload_f32)(qq_backend *be, const float *host, size_t n, void *dst, qq_error *err);
@@ -42,6 +47,8 @@ typedef struct qq_backend_vtable {
 struct qq_backend {
   const qq_backend_vtable *vt;
   qq_device_kind kind;
+  qq_act_dtype act;
+  size_t act_bytes;
   void *impl;
   char description[256];
 };
@@ -62,4 +69,7 @@ extern const qq_backend_vtable qq_cuda_vtable;
 int qq_cuda_device_count(void);
 #endif
 
+#ifdef __cplusplus
+}
+#endif
 #endif

@@ -21,6 +21,27 @@ typedef enum qq_device_kind {
 
 typedef struct qq_backend qq_backend;
 
+/* Activation (and KV cache) element type of a backend. The CPU backend computes in fp32 only; the CUDA
+ * backend defaults to bf16 and can run fp32 end to end (CUBLAS_COMPUTE_32F, no TF32) to match the CPU
+ * backend, or fp16. Append only. */
+typedef enum qq_act_dtype {
+  QQ_ACT_AUTO = 0, /* the backend's default: fp32 on the CPU, bf16 on CUDA */
+  QQ_ACT_F32 = 1,
+  QQ_ACT_BF16 = 2,
+  QQ_ACT_F16 = 3,
+} qq_act_dtype;
+/* "auto", "fp32", "bf16", "fp16" */
+const char *qq_act_dtype_name(qq_act_dtype a);
+/* Parses "fp32"/"f32", "bf16", "fp16"/"f16", "auto"; returns false for anything else. */
+bool qq_act_dtype_parse(const char *s, qq_act_dtype *out);
+
+typedef struct qq_backend_options {
+  qq_device_kind kind;
+  int32_t n_threads;  /* CPU threads; 0 = qq_cpu_default_threads() */
+  qq_act_dtype act;
+} qq_backend_options;
+qq_backend_options qq_backend_options_default(void);
+
 /* ---- process setup ----------------------------------------------------------------------------------
  * OpenBLAS picks its kernels in a library constructor that runs before main(). On some VMs it
  * misdetects the CPU as an old core ("Prescott") and runs sgemm about 4.4x slower. Tools call this
@@ -36,11 +57,14 @@ const char *qq_kernels_setup_openblas(char **argv);
  * holding fp32 for the CPU backend; device memory in the backend's activation dtype for CUDA. Move
  * data in and out only through upload/download. */
 qq_status qq_backend_create(qq_device_kind kind, int32_t n_threads, qq_backend **out, qq_error *err);
+/* As qq_backend_create with every option; QQ_ERR_UNSUPPORTED when the device cannot run `act`. */
+qq_status qq_backend_create_opts(const qq_backend_options *opt, qq_backend **out, qq_error *err);
+qq_act_dtype qq_backend_act(const qq_backend *be);
 void qq_backend_free(qq_backend *be);
 qq_device_kind qq_backend_kind(const qq_backend *be);
 /* "cpu (OpenBLAS SKYLAKEX, 2 threads)", "cuda (NVIDIA H100 80GB HBM3, sm_90)". */
 const char *qq_backend_description(const qq_backend *be);
-/* Bytes of one activation element (4 on the CPU). */
+/* Bytes of one activation element (4 on the CPU; 4 or 2 on CUDA). */
 size_t qq_backend_act_bytes(const qq_backend *be);
 
 /* Allocates n_elems activation elements (or raw bytes with _bytes) of backend memory. */

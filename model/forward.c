@@ -194,7 +194,13 @@ qq_status qq_model_load(const char *dir, const qq_model_options *opt, qq_model *
     st = qq_tokenizer_load(path, &m->tok, err);
     if (st != QQ_OK) goto fail;
   }
-  st = qq_backend_create(o.device, o.n_threads, &m->be, err);
+  {
+    qq_backend_options bo = qq_backend_options_default();
+    bo.kind = o.device;
+    bo.n_threads = o.n_threads;
+    bo.act = o.act;
+    st = qq_backend_create_opts(&bo, &m->be, err);
+  }
   if (st != QQ_OK) goto fail;
   m->q_dim = m->cfg.num_heads * m->cfg.head_dim;
   m->kv_dim = m->cfg.num_kv_heads * m->cfg.head_dim;

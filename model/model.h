@@ -285,6 +285,7 @@ typedef struct qq_model qq_model;
 typedef struct qq_model_options {
   qq_device_kind device;  /* QQ_DEVICE_AUTO: CUDA when a GPU is present, else CPU */
   int32_t n_threads;      /* CPU threads; 0 = qq_cpu_default_threads() */
+  qq_act_dtype act;       /* activation dtype (QQ_ACT_AUTO: fp32 on the CPU, bf16 on CUDA) */
   bool load_tokenizer;    /* default true: tokenizer.json is required when set */
 } qq_model_options;
 qq_model_options qq_model_options_default(void);

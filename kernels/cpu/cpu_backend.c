@@ -13,10 +13,15 @@
 
 /* ---- backend lifecycle and memory ---- */
 
-static qq_status cpu_init(qq_backend *be, int32_t n_threads, qq_error *err) {
+static qq_status cpu_init(qq_backend *be, const qq_backend_options *opt, qq_error *err) {
+  if (opt->act != QQ_ACT_AUTO && opt->act != QQ_ACT_F32)
+    return qq_error_set(err, QQ_ERR_UNSUPPORTED, "the CPU backend computes in fp32 only (asked for %s activations)",
+                        qq_act_dtype_name(opt->act));
+  be->act = QQ_ACT_F32;
+  be->act_bytes = sizeof(float);
   qq_cpu_backend *cb = calloc(1, sizeof *cb);
   if (!cb) return qq_error_set(err, QQ_ERR_NOMEM, "out of memory");
-  cb->n_threads = n_threads > 0 ? n_threads : qq_cpu_default_threads();
+  cb->n_threads = opt->n_threads > 0 ? opt->n_threads : qq_cpu_default_threads();
   be->impl = cb;
 #ifdef QQ_HAVE_OPENBLAS
   openblas_set_num_threads(cb->n_threads);
@@ -411,7 +416,6 @@ const qq_backend_vtable qq_cpu_vtable = {
     .name = "cpu",
     .init = cpu_init,
     .destroy = cpu_destroy,
-    .act_bytes = sizeof(float),
     .alloc_bytes = cpu_alloc_bytes,
     .release = cpu_release,
     .upload_f32 = cpu_upload,
