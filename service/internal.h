@@ -142,9 +142,15 @@ void qq_call_finish(qq_call *c, int grpc_code, const char *msg);
 void qq_call_gen_append(qq_call *c, const int32_t *ids, int32_t n, const char *text, size_t len);
 /* Generate: marks the pending response as the last one (finish reason + usage) and finishes OK. */
 void qq_call_gen_close(qq_call *c, int32_t finish_reason, uint32_t prompt_tokens, uint32_t completion_tokens);
+/* Queues msg like qq_call_send, and starts receiving the next message of the client stream (as
+ * qq_call_recv_next) only once msg and everything queued before it are written. A client that sends
+ * requests without reading the answers is then held back by HTTP/2 flow control instead of piling
+ * answers up in the server's memory (reflection). */
+typedef void (*qq_recv_fn)(qq_call *c, const uint8_t *data, size_t len, bool end);
+void qq_call_send_then_recv(qq_call *c, const ProtobufCMessage *msg, qq_recv_fn on_message);
 /* Starts receiving the next message of a client stream (reflection); on_message runs with it (NULL at
  * the client's half-close). */
-void qq_call_recv_next(qq_call *c, void (*on_message)(qq_call *c, const uint8_t *data, size_t len, bool end));
+void qq_call_recv_next(qq_call *c, qq_recv_fn on_message);
 qq_server *qq_call_server(qq_call *c);
 atomic_bool *qq_call_cancel_flag(qq_call *c);
 double qq_call_deadline(qq_call *c); /* qq_now_sec() clock; 0 none */

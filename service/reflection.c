@@ -171,6 +171,10 @@ static void add_with_deps(file_list *fl, span file) {
     if (f == 3 && w == 2 && find_file_by_name(v, &dep)) add_with_deps(fl, dep);
 }
 
+static void on_reflection_message(qq_call *c, const uint8_t *data, size_t len, bool end);
+
+/* Answers one request; the next request is read once this answer is written (no answers pile up for a
+ * client that does not read them). */
 static void respond(qq_call *c, const Grpc__Reflection__V1alpha__ServerReflectionRequest *req) {
   Grpc__Reflection__V1alpha__ServerReflectionResponse resp = GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_RESPONSE__INIT;
   Grpc__Reflection__V1alpha__ListServiceResponse list = GRPC__REFLECTION__V1ALPHA__LIST_SERVICE_RESPONSE__INIT;
@@ -239,7 +243,7 @@ static void respond(qq_call *c, const Grpc__Reflection__V1alpha__ServerReflectio
       resp.error_response = &er;
       break;
   }
-  qq_call_send(c, &resp.base);
+  qq_call_send_then_recv(c, &resp.base, on_reflection_message);
 }
 
 static void on_reflection_message(qq_call *c, const uint8_t *data, size_t len, bool end) {
@@ -272,7 +276,6 @@ static void on_reflection_message(qq_call *c, const uint8_t *data, size_t len, b
   }
   respond(c, req);
   grpc__reflection__v1alpha__server_reflection_request__free_unpacked(req, NULL);
-  qq_call_recv_next(c, on_reflection_message);
 }
 
 void qq_reflection_start(qq_call *c) { qq_call_recv_next(c, on_reflection_message); }

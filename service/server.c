@@ -40,7 +40,9 @@ struct qq_call {
   qq_op op_new, op_close, op_recv, op_send;
   int close_cancelled;
   grpc_byte_buffer *recv_buf;
-  void (*on_message)(qq_call *c, const uint8_t *data, size_t len, bool end);
+  qq_recv_fn on_message;
+  /* under mu: receive the next message with this once every queued message is written */
+  qq_recv_fn recv_after_send;
 
   /* outbound, under mu */
   out_msg *q_head, *q_tail;
@@ -213,6 +215,15 @@ static void pump_locked(qq_call *c) {
   }
 }
 
+/* The receive that qq_call_send_then_recv deferred, once nothing is left to write. Called with c->mu
+ * held; the caller starts it after unlocking. */
+static qq_recv_fn take_deferred_recv_locked(qq_call *c) {
+  if (!c->recv_after_send || c->send_busy || c->q_head || c->g_pending) return NULL;
+  qq_recv_fn next = c->recv_after_send;
+  c->recv_after_send = NULL;
+  return c->closed || c->status_set ? NULL : next;
+}
+
 static void on_send(qq_op *op, bool ok) {
   qq_call *c = op->call;
   pthread_mutex_lock(&c->mu);
@@ -221,11 +232,13 @@ static void on_send(qq_op *op, bool ok) {
   c->inflight = NULL;
   if (!ok) c->closed = true; /* the call is gone (cancelled, deadline, connection lost) */
   pump_locked(c);
+  qq_recv_fn next = take_deferred_recv_locked(c);
   pthread_mutex_unlock(&c->mu);
+  if (next) qq_call_recv_next(c, next);
   qq_call_unref(c);
 }
 
-void qq_call_send(qq_call *c, const ProtobufCMessage *msg) {
+static void send_queued(qq_call *c, const ProtobufCMessage *msg, qq_recv_fn then_recv) {
   grpc_byte_buffer *bb = pack_message(msg);
   out_msg *m = calloc(1, sizeof *m);
   if (!bb || !m) {
@@ -245,8 +258,17 @@ void qq_call_send(qq_call *c, const ProtobufCMessage *msg) {
   if (c->q_tail) c->q_tail->next = m;
   else c->q_head = m;
   c->q_tail = m;
+  if (then_recv) c->recv_after_send = then_recv;
   pump_locked(c);
+  qq_recv_fn next = take_deferred_recv_locked(c);
   pthread_mutex_unlock(&c->mu);
+  if (next) qq_call_recv_next(c, next);
+}
+
+void qq_call_send(qq_call *c, const ProtobufCMessage *msg) { send_queued(c, msg, NULL); }
+
+void qq_call_send_then_recv(qq_call *c, const ProtobufCMessage *msg, qq_recv_fn on_message) {
+  send_queued(c, msg, on_message);
 }
 
 void qq_call_finish(qq_call *c, int grpc_code, const char *msg) {
@@ -344,7 +366,7 @@ static void on_recv(qq_op *op, bool ok) {
   qq_call_unref(c);
 }
 
-void qq_call_recv_next(qq_call *c, void (*on_message)(qq_call *c, const uint8_t *data, size_t len, bool end)) {
+void qq_call_recv_next(qq_call *c, qq_recv_fn on_message) {
   c->on_message = on_message;
   grpc_op op;
   memset(&op, 0, sizeof op);
