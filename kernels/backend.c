@@ -106,6 +106,11 @@ qq_status qq_backend_download_f32(qq_backend *be, const void *src, size_t n, flo
   return be->vt->download_f32(be, src, n, host, err);
 }
 qq_status qq_backend_sync(qq_backend *be, qq_error *err) { return be->vt->sync(be, err); }
+qq_status qq_backend_mem_info(qq_backend *be, size_t *free_bytes, size_t *total_bytes, qq_error *err) {
+  if (!be->vt->mem_info)
+    return qq_error_set(err, QQ_ERR_UNSUPPORTED, "the %s backend does not report its memory", be->vt->name);
+  return be->vt->mem_info(be, free_bytes, total_bytes, err);
+}
 
 static qq_status check_desc(const qq_linear_desc *d, qq_error *err) {
   if (d->n <= 0 || d->k <= 0) return qq_error_set(err, QQ_ERR_INVALID_ARG, "linear: bad shape [%d, %d]", d->n, d->k);

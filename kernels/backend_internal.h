@@ -21,6 +21,7 @@ typedef struct qq_backend_vtable {
   qq_status (*upload_f32)(qq_backend *be, const float *host, size_t n, void *dst, qq_error *err);
   qq_status (*download_f32)(qq_backend *be, const void *src, size_t n, float *host, qq_error *err);
   qq_status (*sync)(qq_backend *be, qq_error *err);
+  qq_status (*mem_info)(qq_backend *be, size_t *free_bytes, size_t *total_bytes, qq_error *err); /* NULL: unsupported */
 
   /* Creates the backend's representation of a validated descriptor into lin->impl. */
   qq_status (*linear_create)(qq_backend *be, const qq_linear_desc *d, qq_linear *lin, qq_error *err);

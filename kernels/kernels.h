@@ -73,6 +73,9 @@ qq_status qq_backend_alloc_bytes(qq_backend *be, size_t bytes, void **out, qq_er
 void qq_backend_release(qq_backend *be, void *p);
 qq_status qq_backend_upload_f32(qq_backend *be, const float *host, size_t n, void *dst, qq_error *err);
 qq_status qq_backend_download_f32(qq_backend *be, const void *src, size_t n, float *host, qq_error *err);
+/* Free and total bytes of the backend's memory (CUDA: the device's; CPU: QQ_ERR_UNSUPPORTED — host
+ * memory is not budgeted here). */
+qq_status qq_backend_mem_info(qq_backend *be, size_t *free_bytes, size_t *total_bytes, qq_error *err);
 /* Waits for queued work (a no-op on the CPU). */
 qq_status qq_backend_sync(qq_backend *be, qq_error *err);
 

@@ -4,6 +4,9 @@
 
 #include "model_internal.h"
 
+/* Fraction of the free device memory (after weights and a 1 GiB reserve) the default KV cache takes. */
+#define QQ_KV_MEM_FRACTION 0.90
+
 qq_kv_options qq_kv_options_default(void) {
   qq_kv_options o = {.block_tokens = 16, .n_blocks = 0, .max_seqs = 64, .max_seq_len = 0};
   return o;
@@ -19,6 +22,25 @@ qq_status qq_kv_cache_create(qq_model *m, const qq_kv_options *opt, qq_kv_cache 
   const int32_t per_seq = (o.max_seq_len + o.block_tokens - 1) / o.block_tokens;
   if (o.n_blocks <= 0) {
     int64_t want = (int64_t)per_seq * o.max_seqs;
+    /* On a device that reports its memory (CUDA), the default is capped by what is free after the
+     * weights: QQ_KV_MEM_FRACTION of it, less a reserve for activations and scratch. */
+    size_t free_b = 0, total_b = 0;
+    if (qq_backend_mem_info(m->be, &free_b, &total_b, NULL) == QQ_OK) {
+      const size_t block_bytes = 2 * (size_t)o.block_tokens * m->kv_dim * qq_backend_act_bytes(m->be) * m->cfg.num_layers;
+      const size_t reserve = (size_t)1 << 30;
+      const size_t usable = free_b > reserve ? (size_t)((double)(free_b - reserve) * QQ_KV_MEM_FRACTION) : 0;
+      const int64_t fit = block_bytes ? (int64_t)(usable / block_bytes) : want;
+      if (fit < want) {
+        QQ_LOGI("kv", "KV cache: %lld blocks of %d tokens fit in %.1f GiB of free device memory (%lld asked)",
+                (long long)fit, o.block_tokens, (double)usable / (1 << 30), (long long)want);
+        want = fit;
+      }
+      if (want < per_seq)
+        return qq_error_set(err, QQ_ERR_NOMEM,
+                            "kv cache: only %lld blocks fit in free device memory, fewer than one %d-token sequence "
+                            "needs (%d); lower --max-seq-len",
+                            (long long)want, o.max_seq_len, per_seq);
+    }
     if (want > (1 << 30)) return qq_error_set(err, QQ_ERR_RANGE, "kv cache: %lld blocks is too many", (long long)want);
     o.n_blocks = (int32_t)want;
   }

@@ -35,7 +35,7 @@ static const opt_def OPTS[] = {
     INT_OPT("max-queue", max_queue, 1, 1000000, "requests waiting for the engine before RESOURCE_EXHAUSTED (default 256)"),
     INT_OPT("max-batch", max_batch, 1, 4096, "sequences per forward step (default 64)"),
     INT_OPT("max-seq-len", max_seq_len, 0, 1 << 20, "tokens per sequence, prompt + output (default: the model's context)"),
-    INT_OPT("kv-blocks", kv_blocks, 0, 1 << 24, "KV cache blocks of 16 tokens (default max-batch * max-seq-len / 16)"),
+    INT_OPT("kv-blocks", kv_blocks, 0, 1 << 24, "KV cache blocks of 16 tokens (default max-batch * max-seq-len / 16, capped by free GPU memory)"),
     INT_OPT("prefill-chunk", prefill_chunk, 1, 1 << 20, "prompt tokens per sequence per step (default 128)"),
     INT_OPT("step-tokens", step_tokens, 1, 1 << 20, "tokens per forward step over all sequences (default 512)"),
     INT_OPT("max-message-bytes", max_message_bytes, 1024, INT_MAX, "largest request message (default 4194304)"),

@@ -672,9 +672,8 @@ qq_status qq_engine_create(qq_model *model, const qq_engine_options *opt, qq_met
   ko.max_seq_len = e->opt.max_seq_len;
   e->block_tokens = ko.block_tokens > 0 ? ko.block_tokens : 16;
   ko.block_tokens = e->block_tokens;
-  ko.n_blocks = e->opt.kv_blocks > 0 ? e->opt.kv_blocks
-                                     : (int32_t)(((int64_t)e->opt.max_batch * e->opt.max_seq_len + e->block_tokens - 1) /
-                                                 e->block_tokens);
+  /* 0: qq_kv_cache_create's default, max_batch full-length sequences, capped by free device memory. */
+  ko.n_blocks = e->opt.kv_blocks > 0 ? e->opt.kv_blocks : 0;
   qq_status st = qq_kv_cache_create(model, &ko, &e->kv, err);
   if (st) {
     free(e);

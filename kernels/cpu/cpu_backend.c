@@ -421,6 +421,7 @@ const qq_backend_vtable qq_cpu_vtable = {
     .upload_f32 = cpu_upload,
     .download_f32 = cpu_download,
     .sync = cpu_sync,
+    .mem_info = NULL,
     .linear_create = cpu_linear_create,
     .linear_destroy = cpu_linear_destroy,
     .linear_to_f32 = cpu_linear_to_f32,

@@ -41,7 +41,7 @@ qq_status qq_cublas_fail(qq_error *err, cublasStatus_t s, const char *stmt, cons
 #define QQ_CUDA_LAUNCHED(err, name) QQ_CUDA_TRY(err, cudaPeekAtLastError())
 
 /* ---- the context (be->impl) ---------------------------------------------------------------------- */
-typedef struct qq_cuda_matmul_plan qq_cuda_matmul_plan; /* gemm_dense.cu: cached cuBLASLt descriptors */
+typedef struct qq_cuda_matmul_plan qq_cuda_matmul_plan; /* gemm_lt.cu: cached cuBLASLt descriptors */
 
 typedef struct qq_cuda_ctx {
   int device;
@@ -70,7 +70,7 @@ typedef struct qq_cuda_ctx {
   uint8_t *meta_dev;
   size_t meta_bytes, meta_off;
 
-  /* Cached cuBLASLt plans (gemm_dense.cu). */
+  /* Cached cuBLASLt plans (gemm_lt.cu). */
   qq_cuda_matmul_plan *plans;
   int32_t n_plans, cap_plans;
 
@@ -122,7 +122,7 @@ qq_status qq_cuda_gather_rows(qq_cuda_ctx *c, qq_act_dtype dt, const void *x, co
 qq_status qq_cuda_quantize_rows_i8(qq_cuda_ctx *c, const void *x, int32_t m, int32_t k, float act_scale, int8_t *q,
                                    float *s, qq_error *err);
 
-/* ---- gemm_dense.cu: dense GEMM through cuBLASLt ---------------------------------------------------
+/* ---- gemm_lt.cu: dense GEMM through cuBLASLt ---------------------------------------------------
  * y[m][n] = x[m][k] · W[n][k]ᵀ (+ bias[n], device fp32) with W in the activation dtype. fp32 uses
  * CUBLAS_COMPUTE_32F (no TF32) so that it matches the CPU backend; bf16/fp16 accumulate in fp32.
  * Plans (descriptors + heuristic algorithm) are cached per (m, n, k, dtype). */
@@ -131,7 +131,16 @@ qq_status qq_cuda_gemm_dense(qq_cuda_ctx *c, const void *w, const float *bias, i
 void qq_cuda_plans_free(qq_cuda_ctx *c);
 
 /* ---- gemm_w8a8.cu ---------------------------------------------------------------------------------
- * int8 x int8 -> int32 through cuBLASLt, then y = acc · s_x[m] · s_w[n] (+ bias) in an epilogue. */
+ * y[m][n] = (Σ_k qx[m][k]·qw[n][k]) · s_x[m] · s_w[n] (+ bias[n]): qx the per-token (act_scale 0) or
+ * static int8 quantization of x (reused from the fused RMSNorm when ctx->q8_src == x), the int8
+ * product exact in int32 through cuBLASLt (IMMA), the scales in an epilogue kernel; the arithmetic of
+ * qq_ref_matmul_w8a8. wq: device int8 [n][k]; w_scales, bias: device fp32 [n] (bias may be NULL). */
+qq_status qq_cuda_w8a8_matmul(qq_cuda_ctx *c, const int8_t *wq, const float *w_scales, float act_scale,
+                              const float *bias, int32_t n, int32_t k, const void *x, int32_t m, void *y,
+                              qq_error *err);
+size_t qq_cuda_w8a8_ws_bytes(int32_t m, int32_t n, int32_t k);
+/* int32 acc[m][n] = xq[m][k] · wq[n][k]ᵀ exactly (cuBLASLt IMMA when the shape allows it, else a plain
+ * int32 kernel). */
 qq_status qq_cuda_gemm_i8(qq_cuda_ctx *c, const int8_t *wq, int32_t n, int32_t k, const int8_t *xq, int32_t m,
                           int32_t *acc, qq_error *err);
 

@@ -43,7 +43,11 @@ static qq_model *load_model(const char *name) {
   char dir[4096];
   snprintf(dir, sizeof dir, "%s", qq_test_fixture(name));
   qq_model_options o = qq_model_options_default();
-  o.device = QQ_DEVICE_CPU;
+  /* The golden suite runs on the CPU; QQ_TEST_DEVICE=cuda with QQ_TEST_DTYPE=fp32 runs the same checks,
+   * with the same tolerances, on the CUDA backend (tests/gpu/run_gpu_suite.sh). */
+  const char *dev = getenv("QQ_TEST_DEVICE"), *dt = getenv("QQ_TEST_DTYPE");
+  o.device = dev && !strcmp(dev, "cuda") ? QQ_DEVICE_CUDA : QQ_DEVICE_CPU;
+  if (dt && !qq_act_dtype_parse(dt, &o.act)) fail_msg("QQ_TEST_DTYPE=%s: expected fp32, bf16 or fp16", dt);
   qq_model *m = NULL;
   qq_error err = {0};
   QQ_ASSERT_OK(qq_model_load(dir, &o, &m, &err), &err);

@@ -21,5 +21,7 @@ bool qq_cli_float(const char *cmd, const char *opt, const char *s, double lo, do
 /* Parses --device auto|cpu|cuda (values of qq_device_kind in kernels.h). */
 #include "kernels.h"
 qq_device_kind qq_cli_device(const char *s, bool *ok);
+/* --dtype auto|fp32|bf16|fp16: activation precision of the backend (CPU: fp32 only). */
+qq_act_dtype qq_cli_dtype(const char *s, bool *ok);
 
 #endif

@@ -24,6 +24,7 @@ static void usage(FILE *f) {
           "  --max-tokens N      classification: truncate each text to its first N tokens (default 256)\n"
           "  --limit N           classification: only the first N examples\n"
           "  --device auto|cpu|cuda, --threads N\n"
+          "  --dtype auto|fp32|bf16|fp16   activations on the GPU (default bf16; fp32 matches the CPU backend)\n"
           "  --json              machine-readable output on stdout\n"
           "  --quiet             no progress on stderr\n");
 }
@@ -251,12 +252,13 @@ static int run(int argc, char **argv) {
   long window = 512, windows = 0, max_tokens = 256, limit = 0, threads = 0;
   bool json = false, quiet = false;
   qq_device_kind device = QQ_DEVICE_AUTO;
+  qq_act_dtype dtype = QQ_ACT_AUTO;
   static const struct option opts[] = {
       {"model", required_argument, 0, 'm'},   {"ppl", required_argument, 0, 'p'},
       {"window", required_argument, 0, 'w'},  {"windows", required_argument, 0, 'W'},
       {"kl-ref", required_argument, 0, 'r'},  {"classify", required_argument, 0, 'c'},
       {"max-tokens", required_argument, 0, 'x'}, {"limit", required_argument, 0, 'l'},
-      {"device", required_argument, 0, 'd'},  {"threads", required_argument, 0, 'T'},
+      {"device", required_argument, 0, 'd'}, {"dtype", required_argument, 0, 'D'},  {"threads", required_argument, 0, 'T'},
       {"json", no_argument, 0, 'j'},          {"quiet", no_argument, 0, 'q'},
       {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
   int c;
@@ -273,6 +275,7 @@ static int run(int argc, char **argv) {
       case 'x': ok = qq_cli_int("eval", "--max-tokens", optarg, 1, 1 << 20, &max_tokens); break;
       case 'l': ok = qq_cli_int("eval", "--limit", optarg, 1, 1 << 30, &limit); break;
       case 'd': device = qq_cli_device(optarg, &ok); break;
+      case 'D': dtype = qq_cli_dtype(optarg, &ok); break;
       case 'T': ok = qq_cli_int("eval", "--threads", optarg, 0, 1024, &threads); break;
       case 'j': json = true; break;
       case 'q': quiet = true; break;
@@ -293,6 +296,7 @@ static int run(int argc, char **argv) {
   qq_error err = {0};
   qq_model_options mo = qq_model_options_default();
   mo.device = device;
+  mo.act = dtype;
   mo.n_threads = (int32_t)threads;
   qq_model *m = NULL;
   double t0 = qq_now_sec();

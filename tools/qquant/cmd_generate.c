@@ -20,6 +20,7 @@ static void usage(FILE *f) {
           "  --seed S               sampling seed (default 0)\n"
           "  --ignore-eos           keep generating after an end-of-sequence token\n"
           "  --device auto|cpu|cuda (default auto)\n"
+          "  --dtype auto|fp32|bf16|fp16   activations on the GPU (default bf16; fp32 matches the CPU backend)\n"
           "  --threads N            CPU threads (default: all available)\n"
           "  --json                 print {\"token_ids\": [...], \"text\": ..., ...}\n");
 }
@@ -50,11 +51,12 @@ static int run(int argc, char **argv) {
   double temperature = 0, top_p = 1;
   bool json = false, ignore_eos = false;
   qq_device_kind device = QQ_DEVICE_AUTO;
+  qq_act_dtype dtype = QQ_ACT_AUTO;
   static const struct option opts[] = {
       {"model", required_argument, 0, 'm'},   {"prompt", required_argument, 0, 'p'},
       {"max-new-tokens", required_argument, 0, 'n'}, {"temperature", required_argument, 0, 't'},
       {"top-k", required_argument, 0, 'k'},   {"top-p", required_argument, 0, 'P'},
-      {"seed", required_argument, 0, 's'},    {"device", required_argument, 0, 'd'},
+      {"seed", required_argument, 0, 's'},    {"device", required_argument, 0, 'd'}, {"dtype", required_argument, 0, 'D'},
       {"threads", required_argument, 0, 'T'}, {"json", no_argument, 0, 'j'},
       {"ignore-eos", no_argument, 0, 'e'},    {"help", no_argument, 0, 'h'},
       {0, 0, 0, 0}};
@@ -72,6 +74,7 @@ static int run(int argc, char **argv) {
       case 's': ok = qq_cli_int("generate", "--seed", optarg, 0, 0x7fffffffL, &seed); break;
       case 'T': ok = qq_cli_int("generate", "--threads", optarg, 0, 1024, &threads); break;
       case 'd': device = qq_cli_device(optarg, &ok); break;
+      case 'D': dtype = qq_cli_dtype(optarg, &ok); break;
       case 'j': json = true; break;
       case 'e': ignore_eos = true; break;
       case 'h': usage(stdout); return 0;
@@ -87,6 +90,7 @@ static int run(int argc, char **argv) {
   qq_error err = {0};
   qq_model_options mo = qq_model_options_default();
   mo.device = device;
+  mo.act = dtype;
   mo.n_threads = (int32_t)threads;
   qq_model *m = NULL;
   if (qq_model_load(model_dir, &mo, &m, &err) != QQ_OK) {

@@ -34,6 +34,13 @@ bool qq_cli_float(const char *cmd, const char *opt, const char *s, double lo, do
   return true;
 }
 
+qq_act_dtype qq_cli_dtype(const char *s, bool *ok) {
+  qq_act_dtype a = QQ_ACT_AUTO;
+  *ok = qq_act_dtype_parse(s, &a);
+  if (!*ok) fprintf(stderr, "qquant: --dtype expects auto, fp32, bf16 or fp16, got '%s'\n", s);
+  return a;
+}
+
 qq_device_kind qq_cli_device(const char *s, bool *ok) {
   *ok = true;
   if (!strcmp(s, "auto")) return QQ_DEVICE_AUTO;
