@@ -1,5 +1,8 @@
-"""SIGTERM drain: health turns NOT_SERVING, new work gets UNAVAILABLE, each of 32 open streams either
-completes or ends with UNAVAILABLE, and the process exits 0."""
+"""SIGTERM drain: health turns NOT_SERVING (Watch streams of python3-grpcio and of qquant-client see it,
+Check answers it), new work gets UNAVAILABLE, each of 32 open streams either completes or ends with
+UNAVAILABLE, and the process exits 0."""
+import os
+import subprocess
 import threading
 import time
 import unittest
@@ -11,28 +14,37 @@ import qqsvc as q
 
 class Drain(unittest.TestCase):
     def run_streams(self, s, n, max_new, results):
+        """n Generate streams; stream k asks for max_new(k) tokens. results[k] = (code, messages, end time)."""
         def one(k):
             got = []
             try:
                 for r in s.stream("/qquant.v1.Inference/Generate",
-                                  q.GenerateRequest(prompt=q.golden_lm()["prompts"][k % 4], max_new_tokens=max_new,
+                                  q.GenerateRequest(prompt=q.golden_lm()["prompts"][k % 4], max_new_tokens=max_new(k),
                                                     ignore_eos=True), q.GenerateResponse, timeout=120):
                     got.append(r)
-                results[k] = ("OK", got)
+                results[k] = ("OK", got, time.time())
             except grpc.RpcError as e:
-                results[k] = (e.code().name, got)
+                results[k] = (e.code().name, got, time.time())
         ts = [threading.Thread(target=one, args=(k,)) for k in range(n)]
         for t in ts:
             t.start()
         return ts
 
     def test_sigterm_with_32_open_streams(self):
-        # 32 streams of 400 tokens cannot finish within a 3 s grace period on 2 cores: some end UNAVAILABLE.
+        # 16 streams of 400 tokens cannot finish within a 3 s grace period on 2 cores: they end UNAVAILABLE.
+        # 16 streams of 24 tokens are still running at SIGTERM and finish during the drain (measured: about
+        # 1 s for 24 tokens among 32 sequences in the release build; under ASan they may not make it).
         s = q.Server(q.LM, ["--kv-blocks", "1024", "--max-seq-len", "512", "--drain-seconds", "3"])
         watch = s.stream("/grpc.health.v1.Health/Watch", q.HealthCheckRequest(service=""), q.HealthCheckResponse)
         self.assertEqual(next(watch).status, q.SERVING)
+        # the C client's Watch prints each status as it arrives
+        cwatch = subprocess.Popen([os.path.join(q.BIN, "qquant-client"), "--addr", s.addr, "health",
+                                   "qquant.v1.Inference", "--watch"], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        self.assertEqual(cwatch.stdout.readline().strip(), "SERVING")
         results = {}
-        ts = self.run_streams(s, 32, 400, results)
+        lengths = lambda k: 400 if k % 2 == 0 else 24
+        ts = self.run_streams(s, 32, lengths, results)
         deadline = time.time() + 60
         while s.metric("qquant_active_sequences") != 32 and time.time() < deadline:
             time.sleep(0.05)
@@ -40,14 +52,21 @@ class Drain(unittest.TestCase):
         t0 = time.time()
         s.proc.send_signal(15)
         self.assertEqual(next(watch).status, q.NOT_SERVING)
-        # new work while draining is refused
-        try:
-            s.info()
-            refused = None
-        except grpc.RpcError as e:
-            refused = e.code()
-        self.assertEqual(refused, grpc.StatusCode.UNAVAILABLE)
+        self.assertEqual(cwatch.stdout.readline().strip(), "NOT_SERVING")
+        self.assertEqual((s.health(""), s.health("qquant.v1.Inference")), (q.NOT_SERVING, q.NOT_SERVING))
+        # new work of every Inference method while draining is refused
+        for call in (s.info, lambda: s.generate(prompt="hi", max_new_tokens=2),
+                     lambda: s.classify(inputs=["hi"], candidate_labels=[" a"])):
+            try:
+                call()
+                refused = None
+            except grpc.RpcError as e:
+                refused = e.code()
+            self.assertEqual(refused, grpc.StatusCode.UNAVAILABLE)
         rc = s.stop(timeout=60)
+        # the watch ends with the server: UNAVAILABLE, exit status 10 + 14
+        out, err = cwatch.communicate(timeout=30)
+        self.assertEqual((cwatch.returncode, out), (10 + grpc.StatusCode.UNAVAILABLE.value[0], ""), err)
         elapsed = time.time() - t0
         for t in ts:
             t.join(timeout=60)
@@ -55,20 +74,23 @@ class Drain(unittest.TestCase):
         self.assertLess(elapsed, 3 + 10)
         self.assertEqual(len(results), 32)
         codes = {}
-        for k, (code, got) in results.items():
+        for k, (code, got, t_end) in results.items():
             codes[code] = codes.get(code, 0) + 1
+            self.assertGreater(t_end, t0, "stream %d ended before SIGTERM" % k)
             if code == "OK":
                 self.assertEqual(got[-1].finish_reason, q.FINISH_LENGTH)
-                self.assertEqual(sum(len(r.token_ids) for r in got), 400)
+                self.assertEqual(sum(len(r.token_ids) for r in got), lengths(k))
             else:
                 self.assertEqual(code, "UNAVAILABLE", k)
-        print("drain outcome:", codes)
+        print("drain outcome:", codes, "process exit %.1f s after SIGTERM" % elapsed)
         self.assertGreater(codes.get("UNAVAILABLE", 0), 0)
+        if os.environ.get("QQ_SERVICE_SANITIZED") != "1":
+            self.assertGreater(codes.get("OK", 0), 0)
 
     def test_sigterm_lets_short_work_finish(self):
         s = q.Server(q.LM, ["--kv-blocks", "256", "--drain-seconds", "30"])
         results = {}
-        ts = self.run_streams(s, 8, 16, results)
+        ts = self.run_streams(s, 8, lambda k: 16, results)
         deadline = time.time() + 30
         while (s.metric("qquant_active_sequences") or 0) < 1 and time.time() < deadline:
             time.sleep(0.01)
@@ -76,11 +98,11 @@ class Drain(unittest.TestCase):
         for t in ts:
             t.join(timeout=60)
         # streams already admitted finish; any that had not reached the server see UNAVAILABLE
-        for code, got in results.values():
+        for code, got, _ in results.values():
             self.assertIn(code, ("OK", "UNAVAILABLE"))
             if code == "OK":
                 self.assertEqual(sum(len(r.token_ids) for r in got), 16)
-        self.assertGreater(sum(1 for c, _ in results.values() if c == "OK"), 0)
+        self.assertGreater(sum(1 for c, _, _ in results.values() if c == "OK"), 0)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 /* qquant-client — talks to qquant-serve from the shell:
  *   qquant-client [--addr H:P] [--timeout S] [--tls-ca F [--tls-cert F --tls-key F]] COMMAND ...
- *   classify [--labels a,b,...] [--truncate left|right] [--max-input-tokens N] TEXT...
+ *   classify [--labels a,b,...] [--label-prefix S] [--truncate left|right] [--max-input-tokens N] TEXT...
  *   generate [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--stop STR]...
  *            [--ignore-eos] [--ids 1,2,3] [--show-ids] [PROMPT]
  *   info
@@ -18,7 +18,7 @@
 
 static const char USAGE[] =
     "usage: qquant-client [--addr HOST:PORT] [--timeout SECONDS] [--tls-ca F [--tls-cert F --tls-key F]] COMMAND\n"
-    "  classify [--labels a,b,...] [--truncate left|right] [--max-input-tokens N] TEXT...\n"
+    "  classify [--labels a,b,...] [--label-prefix S] [--truncate left|right] [--max-input-tokens N] TEXT...\n"
     "  generate [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--stop STR]...\n"
     "           [--ignore-eos] [--ids 1,2,3] [--show-ids] [PROMPT]   (text streams to stdout)\n"
     "  info\n"
