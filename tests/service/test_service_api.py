@@ -392,6 +392,30 @@ class LanguageModelApi(unittest.TestCase):
         it.cancel()
         self.assertEqual(self.s.health(), q.SERVING)
 
+    def test_metrics_match_the_docs(self):
+        # Every metric in docs/service.md's table and docs/deploy.md's "What to watch" is exported with the
+        # documented type, and nothing undocumented is exported.
+        import re
+        root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+        self.s.generate(prompt="Once upon a time", max_new_tokens=3)
+        types = dict(re.findall(r"^# TYPE (\S+) (\S+)$", self.s.metrics(), re.M))
+        for doc in ("service.md", "deploy.md"):
+            with open(os.path.join(root, "docs", doc), encoding="utf-8") as f:
+                rows = [line.split("|")[1:3] for line in f if line.startswith("| `qquant_")]
+            documented = {}
+            for names, kinds in rows:
+                names = re.findall(r"`(qquant_[a-z_]+)", names)
+                kinds = [k.strip().rstrip("s") for k in kinds.split(",")]
+                for i, n in enumerate(names):
+                    documented[n] = kinds[min(i, len(kinds) - 1)]
+            self.assertEqual(documented, {n: types.get(n) for n in documented}, doc)
+            self.assertEqual(set(types), set(documented), "%s: exported but not documented, or the reverse" % doc)
+        # the labels the docs promise
+        text = self.s.metrics()
+        for series in ('qquant_requests_total{method="Generate",code="OK"}', 'qquant_tokens_total{kind="prompt"}',
+                       'qquant_tokens_total{kind="generated"}', 'qquant_request_duration_seconds_count{method="Generate"}'):
+            self.assertIn(series, text)
+
     def test_metrics_endpoint(self):
         self.s.info()
         text = self.s.metrics()
