@@ -106,6 +106,19 @@ qq_status qq_backend_download_f32(qq_backend *be, const void *src, size_t n, flo
   return be->vt->download_f32(be, src, n, host, err);
 }
 qq_status qq_backend_sync(qq_backend *be, qq_error *err) { return be->vt->sync(be, err); }
+qq_status qq_backend_step_begin(qq_backend *be, const qq_step_desc *d, qq_error *err) {
+  if (d && d->graph_key && (d->graph_max_len <= 0 || d->graph_blocks_per_seq <= 0))
+    return qq_error_set(err, QQ_ERR_INVALID_ARG, "step: a replayable step needs graph_max_len and graph_blocks_per_seq");
+  return be->vt->step_begin ? be->vt->step_begin(be, d, err) : QQ_OK;
+}
+qq_status qq_backend_step_end(qq_backend *be, bool commit, qq_error *err) {
+  return be->vt->step_end ? be->vt->step_end(be, commit, err) : QQ_OK;
+}
+void qq_backend_graphs_clear(qq_backend *be) {
+  if (be && be->vt->graphs_clear) be->vt->graphs_clear(be);
+}
+bool qq_backend_has_graphs(const qq_backend *be) { return be->vt->has_graphs && be->vt->has_graphs(be); }
+
 qq_status qq_backend_mem_info(qq_backend *be, size_t *free_bytes, size_t *total_bytes, qq_error *err) {
   if (!be->vt->mem_info)
     return qq_error_set(err, QQ_ERR_UNSUPPORTED, "the %s backend does not report its memory", be->vt->name);

@@ -22,6 +22,11 @@ typedef struct qq_backend_vtable {
   qq_status (*download_f32)(qq_backend *be, const void *src, size_t n, float *host, qq_error *err);
   qq_status (*sync)(qq_backend *be, qq_error *err);
   qq_status (*mem_info)(qq_backend *be, size_t *free_bytes, size_t *total_bytes, qq_error *err); /* NULL: unsupported */
+  /* Steps and graphs (kernels.h); NULL: nothing to do. */
+  qq_status (*step_begin)(qq_backend *be, const qq_step_desc *d, qq_error *err);
+  qq_status (*step_end)(qq_backend *be, bool commit, qq_error *err);
+  void (*graphs_clear)(qq_backend *be);
+  bool (*has_graphs)(const qq_backend *be);
 
   /* Creates the backend's representation of a validated descriptor into lin->impl. */
   qq_status (*linear_create)(qq_backend *be, const qq_linear_desc *d, qq_linear *lin, qq_error *err);

@@ -79,6 +79,31 @@ qq_status qq_backend_mem_info(qq_backend *be, size_t *free_bytes, size_t *total_
 /* Waits for queued work (a no-op on the CPU). */
 qq_status qq_backend_sync(qq_backend *be, qq_error *err);
 
+/* ---- steps and CUDA Graphs --------------------------------------------------------------------------
+ * A forward step is bracketed by qq_backend_step_begin / _end. Between them the host arrays given to
+ * ops (token ids, positions, row indices, attention sequences and their block tables) must stay valid
+ * and unchanged: the backend may upload each only once per step.
+ *
+ * graph_key != 0 declares a replayable step: every step begun with the same key issues the same ops on
+ * the same buffers with the same shapes, and its attention calls describe each sequence with a block
+ * table of exactly graph_blocks_per_seq entries (padded) and contexts of at most graph_max_len tokens.
+ * The CUDA backend runs the first such step eagerly (warm-up: workspaces grow, plans are made),
+ * captures the second into a CUDA graph and replays the graph for every later one, re-staging only the
+ * host arrays. Backends without graphs ignore the key. Freeing or reallocating a buffer that a
+ * captured step used requires qq_backend_graphs_clear first. */
+typedef struct qq_step_desc {
+  int64_t graph_key;            /* 0: an ordinary (eager) step */
+  int32_t graph_max_len;        /* replayable steps: upper bound on n_past + n_new of every sequence */
+  int32_t graph_blocks_per_seq; /* replayable steps: entries in every sequence's block table */
+} qq_step_desc;
+qq_status qq_backend_step_begin(qq_backend *be, const qq_step_desc *d, qq_error *err);
+/* commit = false abandons the step after a failed op (a capture in progress is dropped). */
+qq_status qq_backend_step_end(qq_backend *be, bool commit, qq_error *err);
+/* Drops every captured graph (no-op without graphs). */
+void qq_backend_graphs_clear(qq_backend *be);
+/* Whether this backend captures replayable steps (CUDA, unless QQ_CUDA_GRAPHS=0). */
+bool qq_backend_has_graphs(const qq_backend *be);
+
 /* ---- linear weights ---------------------------------------------------------------------------------
  * y[m][n] = x[m][k] · W[n][k]ᵀ (+ bias[n]). W follows Hugging Face's nn.Linear: rows are output
  * features. Quantized weights arrive in one canonical form whatever the checkpoint format (AWQ, GPTQ,

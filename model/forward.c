@@ -264,6 +264,9 @@ qq_status qq_model_scratch_reserve(qq_model *m, int32_t n_tokens, int32_t n_rows
   qq_scratch *s = &m->sc;
   if (n_tokens <= s->cap_tokens && n_rows <= s->cap_rows) return QQ_OK;
   const int32_t t = QQ_MAX(n_tokens, s->cap_tokens), r = QQ_MAX(n_rows, s->cap_rows);
+  /* Captured steps use the old buffers. */
+  qq_backend_graphs_clear(m->be);
+  m->scratch_gen++;
   scratch_free(m);
   const qq_config *c = &m->cfg;
   const size_t h = (size_t)c->hidden_size;
@@ -384,12 +387,28 @@ qq_status qq_model_forward(qq_model *m, qq_kv_cache *kv, const qq_forward_item *
     return qq_error_set(err, QQ_ERR_EXHAUSTED, "forward: KV cache full (%d blocks needed, %d free)", need_blocks,
                         kv->n_free);
 
-  qq_status st = qq_model_scratch_reserve(m, total, rows, err);
+  /* A decode-only step (one new token per sequence, one output row each) on a backend with graphs is
+   * replayable: the batch is padded to a bucket size with dummy sequences writing to the cache's pad
+   * block, block tables are passed at full width, and contexts are bounded by max_seq_len, so every
+   * step of that bucket issues identical work (kernels.h qq_backend_step_begin). */
+  bool replay = qq_backend_has_graphs(m->be) && total == n_items && rows == n_items;
+  for (int32_t i = 0; replay && i < n_items; i++) replay = !items[i].all_rows;
+  int32_t bsz = n_items;
+  if (replay) {
+    static const int32_t buckets[] = {1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512};
+    bsz = 0;
+    for (size_t b = 0; b < QQ_ARRAY_LEN(buckets) && !bsz; b++)
+      if (buckets[b] >= n_items) bsz = buckets[b];
+    if (!bsz) replay = false, bsz = n_items;
+  }
+  qq_status st = qq_model_scratch_reserve(m, replay ? bsz : total, replay ? bsz : rows, err);
   if (st != QQ_OK) return st;
-  int32_t *tokens = malloc((size_t)total * sizeof(int32_t));
-  int32_t *pos = malloc((size_t)total * sizeof(int32_t));
-  int32_t *row_idx = malloc((size_t)rows * sizeof(int32_t));
-  qq_attn_seq *seqs = malloc((size_t)n_items * sizeof *seqs);
+  const int32_t n_tok = replay ? bsz : total, n_rows = replay ? bsz : rows, n_sq = replay ? bsz : n_items;
+  int32_t *tokens = malloc((size_t)n_tok * sizeof(int32_t));
+  int32_t *pos = malloc((size_t)n_tok * sizeof(int32_t));
+  int32_t *row_idx = malloc((size_t)n_rows * sizeof(int32_t));
+  qq_attn_seq *seqs = malloc((size_t)n_sq * sizeof *seqs);
+  bool in_step = false;
   if (!tokens || !pos || !row_idx || !seqs) {
     st = qq_error_set(err, QQ_ERR_NOMEM, "forward: out of memory");
     goto done;
@@ -411,16 +430,33 @@ qq_status qq_model_forward(qq_model *m, qq_kv_cache *kv, const qq_forward_item *
       row_idx[r++] = t + it->n_tokens - 1;
     t += it->n_tokens;
   }
-  if ((st = qq_op_embed(m->be, m->embed, tokens, total, m->sc.x, err)) != QQ_OK) goto done;
+  for (int32_t i = n_items; i < n_sq; i++) { /* padding of a replayable step */
+    seqs[i] = (qq_attn_seq){.row = i, .n_new = 1, .n_past = 0, .blocks = kv->pad_table};
+    tokens[i] = 0;
+    pos[i] = 0;
+    row_idx[i] = i;
+  }
+  qq_step_desc sd = {0};
+  if (replay) {
+    sd.graph_key = (kv->id << 40) ^ (m->scratch_gen << 20) ^ bsz;
+    sd.graph_max_len = kv->opt.max_seq_len;
+    sd.graph_blocks_per_seq = kv->seqs[0].cap_blocks;
+  }
+  if ((st = qq_backend_step_begin(m->be, &sd, err)) != QQ_OK) goto done;
+  in_step = true;
+  if ((st = qq_op_embed(m->be, m->embed, tokens, n_tok, m->sc.x, err)) != QQ_OK) goto done;
   for (int32_t l = 0; l < c->num_layers; l++)
-    if ((st = qq_model_layer_step(m, l, total, pos, seqs, n_items, bt, kv->k[l], kv->v[l], NULL, NULL, err)) != QQ_OK)
+    if ((st = qq_model_layer_step(m, l, n_tok, pos, seqs, n_sq, bt, kv->k[l], kv->v[l], NULL, NULL, err)) != QQ_OK)
       goto done;
-  if ((st = qq_op_gather_rows(m->be, m->sc.x, row_idx, rows, c->hidden_size, m->sc.rows, err)) != QQ_OK) goto done;
-  if ((st = head_rows(m, rows, err)) != QQ_OK) goto done;
+  if ((st = qq_op_gather_rows(m->be, m->sc.x, row_idx, n_rows, c->hidden_size, m->sc.rows, err)) != QQ_OK) goto done;
+  if ((st = head_rows(m, n_rows, err)) != QQ_OK) goto done;
+  in_step = false;
+  if ((st = qq_backend_step_end(m->be, true, err)) != QQ_OK) goto done;
   st = qq_backend_download_f32(m->be, m->sc.logits, (size_t)rows * m->out_dim, out, err);
   if (st == QQ_OK)
     for (int32_t i = 0; i < n_items; i++) kv->seqs[items[i].seq].len += items[i].n_tokens;
 done:
+  if (in_step) qq_backend_step_end(m->be, false, NULL);
   if (st != QQ_OK) {
     /* Give back blocks reserved beyond each sequence's unchanged length. */
     for (int32_t i = 0; i < n_items; i++) {

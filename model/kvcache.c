@@ -58,11 +58,21 @@ qq_status qq_kv_cache_create(qq_model *m, const qq_kv_options *opt, qq_kv_cache 
     st = qq_error_set(err, QQ_ERR_NOMEM, "out of memory");
     goto fail;
   }
-  const size_t elems = (size_t)o.n_blocks * o.block_tokens * m->kv_dim;
+  /* One block more than asked: the padding block of replayable decode steps (model_internal.h). */
+  const size_t elems = ((size_t)o.n_blocks + 1) * o.block_tokens * m->kv_dim;
   for (int32_t l = 0; l < nl; l++) {
     if ((st = qq_backend_alloc(m->be, elems, &kv->k[l], err)) != QQ_OK) goto fail;
     if ((st = qq_backend_alloc(m->be, elems, &kv->v[l], err)) != QQ_OK) goto fail;
   }
+  static int64_t next_id = 1;
+  kv->id = __atomic_fetch_add(&next_id, 1, __ATOMIC_RELAXED);
+  kv->pad_block = o.n_blocks;
+  kv->pad_table = malloc((size_t)per_seq * sizeof(int32_t));
+  if (!kv->pad_table) {
+    st = qq_error_set(err, QQ_ERR_NOMEM, "out of memory");
+    goto fail;
+  }
+  for (int32_t i = 0; i < per_seq; i++) kv->pad_table[i] = kv->pad_block;
   /* Free list as a stack, lowest ids handed out first. */
   for (int32_t b = 0; b < o.n_blocks; b++) kv->free_list[b] = o.n_blocks - 1 - b;
   kv->n_free = o.n_blocks;
@@ -84,6 +94,9 @@ fail:
 
 void qq_kv_cache_free(qq_kv_cache *kv) {
   if (!kv) return;
+  /* Captured steps refer to this cache's buffers. */
+  qq_backend_graphs_clear(kv->m->be);
+  free(kv->pad_table);
   for (int32_t l = 0; l < kv->m->cfg.num_layers; l++) {
     if (kv->k) qq_backend_release(kv->m->be, kv->k[l]);
     if (kv->v) qq_backend_release(kv->m->be, kv->v[l]);

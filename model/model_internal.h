@@ -35,6 +35,7 @@ struct qq_model {
   int32_t out_dim;
   int32_t q_dim, kv_dim; /* heads * head_dim, kv_heads * head_dim */
   qq_scratch sc;
+  int64_t scratch_gen;   /* increments when the scratch buffers are reallocated (graph keys) */
 };
 
 struct qq_kv_seq_state {
@@ -53,6 +54,12 @@ struct qq_kv_cache {
   int32_t *free_list;    /* stack of free block ids */
   int32_t n_free;
   struct qq_kv_seq_state *seqs;
+  /* Replayable decode steps pad the batch to a bucket size with dummy one-token sequences whose
+   * keys/values land in this extra block (never handed out; its contents are never read for a real
+   * sequence). pad_table: cap_blocks entries, all pad_block. */
+  int32_t pad_block;
+  int32_t *pad_table;
+  int64_t id;            /* distinguishes caches in graph keys */
 };
 
 /* Ensures scratch room for n tokens and r output rows. */

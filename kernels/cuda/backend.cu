@@ -37,6 +37,8 @@ extern "C" int qq_cuda_device_count(void) {
 
 extern "C" qq_status qq_cuda_ws_reserve(qq_cuda_ctx *c, size_t bytes, qq_error *err) {
   if (bytes <= c->ws_bytes) return QQ_OK;
+  if (c->mode == QQ_CUDA_CAPTURE || c->mode == QQ_CUDA_REPLAY)
+    return qq_error_set(err, QQ_ERR_INTERNAL, "cuda: scratch would grow to %zu bytes inside a captured step", bytes);
   size_t want = c->ws_bytes ? c->ws_bytes : ((size_t)16 << 20);
   while (want < bytes) want *= 2;
   QQ_CUDA_TRY(err, cudaStreamSynchronize(c->stream));
@@ -53,6 +55,9 @@ extern "C" qq_status qq_cuda_meta_push(qq_cuda_ctx *c, const void *host, size_t 
   if (need > c->meta_bytes)
     return qq_error_set(err, QQ_ERR_RANGE, "cuda: %zu bytes of metadata in one op (ring holds %zu)", n, c->meta_bytes);
   if (c->meta_off + need > c->meta_bytes) {
+    if (c->mode == QQ_CUDA_CAPTURE || c->mode == QQ_CUDA_REPLAY)
+      return qq_error_set(err, QQ_ERR_RANGE, "cuda: a replayable step stages more than %zu bytes of metadata",
+                          c->meta_bytes);
     /* Wrap: every queued copy from the ring must have finished before its slots are reused. */
     QQ_CUDA_TRY(err, cudaStreamSynchronize(c->stream));
     c->meta_off = 0;
@@ -61,16 +66,131 @@ extern "C" qq_status qq_cuda_meta_push(qq_cuda_ctx *c, const void *host, size_t 
   uint8_t *d = c->meta_dev + c->meta_off;
   if (n) {
     memcpy(h, host, n);
-    QQ_CUDA_TRY(err, cudaMemcpyAsync(d, h, n, cudaMemcpyHostToDevice, c->stream));
+    /* Replaying a graph: its captured copy node reads this pinned slot when the graph runs. */
+    if (c->mode != QQ_CUDA_REPLAY) QQ_CUDA_TRY(err, cudaMemcpyAsync(d, h, n, cudaMemcpyHostToDevice, c->stream));
   }
   c->meta_off += need;
   *dev = d;
   return QQ_OK;
 }
 
+/* ---- captured steps ---- */
+
+struct qq_cuda_graph {
+  int64_t key;
+  bool warmed;            /* one eager step ran with this key */
+  cudaGraphExec_t exec;   /* captured (NULL until the second step) */
+};
+
+static void graphs_free(qq_cuda_ctx *c) {
+  for (int32_t i = 0; i < c->n_graphs; i++)
+    if (c->graphs[i].exec) cudaGraphExecDestroy(c->graphs[i].exec);
+  free(c->graphs);
+  c->graphs = NULL;
+  c->n_graphs = c->cap_graphs = 0;
+}
+
+static struct qq_cuda_graph *graph_find(qq_cuda_ctx *c, int64_t key, bool create) {
+  for (int32_t i = 0; i < c->n_graphs; i++)
+    if (c->graphs[i].key == key) return &c->graphs[i];
+  if (!create) return NULL;
+  if (c->n_graphs == c->cap_graphs) {
+    const int32_t cap = c->cap_graphs ? c->cap_graphs * 2 : 16;
+    struct qq_cuda_graph *g = (struct qq_cuda_graph *)realloc(c->graphs, (size_t)cap * sizeof *g);
+    if (!g) return NULL;
+    c->graphs = g;
+    c->cap_graphs = cap;
+  }
+  struct qq_cuda_graph *g = &c->graphs[c->n_graphs++];
+  memset(g, 0, sizeof *g);
+  g->key = key;
+  return g;
+}
+
+/* A captured step that fails midway must not leave the stream capturing. */
+static void abort_capture(qq_cuda_ctx *c) {
+  if (c->mode != QQ_CUDA_CAPTURE) return;
+  cudaGraph_t graph = NULL;
+  cudaStreamEndCapture(c->stream, &graph);
+  if (graph) cudaGraphDestroy(graph);
+  (void)cudaGetLastError();
+  c->mode = QQ_CUDA_EAGER;
+}
+
+static qq_status cuda_step_begin(qq_backend *be, const qq_step_desc *d, qq_error *err) {
+  qq_cuda_ctx *c = qq_cuda_ctx_of(be);
+  abort_capture(c); /* a previous captured step that failed midway (its caller never ended it) */
+  c->step_epoch++;
+  c->in_step = true;
+  c->mode = QQ_CUDA_EAGER;
+  memset(&c->step, 0, sizeof c->step);
+  if (!d || !d->graph_key || !c->graphs_enabled) return QQ_OK;
+  c->step = *d;
+  struct qq_cuda_graph *g = graph_find(c, d->graph_key, true);
+  if (!g) return qq_error_set(err, QQ_ERR_NOMEM, "out of memory");
+  if (!g->warmed) {
+    c->mode = QQ_CUDA_WARMUP;
+  } else {
+    /* The ring restarts at 0 so that capture and every replay stage the same offsets; nothing queued
+     * may still read it. */
+    QQ_CUDA_TRY(err, cudaStreamSynchronize(c->stream));
+    c->meta_off = 0;
+    if (g->exec) {
+      c->mode = QQ_CUDA_REPLAY;
+    } else {
+      c->mode = QQ_CUDA_CAPTURE;
+      QQ_CUDA_TRY(err, cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal));
+    }
+  }
+  return QQ_OK;
+}
+
+static qq_status cuda_step_end(qq_backend *be, bool commit, qq_error *err) {
+  qq_cuda_ctx *c = qq_cuda_ctx_of(be);
+  if (!commit) {
+    abort_capture(c); /* a partial capture must never become a graph */
+    c->mode = QQ_CUDA_EAGER;
+    c->in_step = false;
+    return QQ_OK;
+  }
+  const int mode = c->mode;
+  c->mode = QQ_CUDA_EAGER;
+  c->in_step = false;
+  if (mode == QQ_CUDA_EAGER) return QQ_OK;
+  struct qq_cuda_graph *g = graph_find(c, c->step.graph_key, false);
+  if (!g) return qq_error_set(err, QQ_ERR_INTERNAL, "cuda: step_end for an unknown graph");
+  if (mode == QQ_CUDA_WARMUP) {
+    g->warmed = true;
+    return QQ_OK;
+  }
+  if (mode == QQ_CUDA_CAPTURE) {
+    cudaGraph_t graph = NULL;
+    QQ_CUDA_TRY(err, cudaStreamEndCapture(c->stream, &graph));
+    cudaError_t e = cudaGraphInstantiate(&g->exec, graph, 0);
+    cudaGraphDestroy(graph);
+    if (e != cudaSuccess) {
+      g->exec = NULL;
+      return qq_cuda_fail(err, e, "cudaGraphInstantiate", __FILE__, __LINE__);
+    }
+  }
+  QQ_CUDA_TRY(err, cudaGraphLaunch(g->exec, c->stream));
+  return QQ_OK;
+}
+
+static void cuda_graphs_clear(qq_backend *be) {
+  qq_cuda_ctx *c = qq_cuda_ctx_of(be);
+  cudaStreamSynchronize(c->stream);
+  graphs_free(c);
+}
+
+static bool cuda_has_graphs(const qq_backend *be) { return ((const qq_cuda_ctx *)be->impl)->graphs_enabled; }
+
 static void ctx_free(qq_cuda_ctx *c) {
   if (!c) return;
   if (c->stream) cudaStreamSynchronize(c->stream);
+  graphs_free(c);
+  free(c->attn_host);
+  free(c->attn_blocks_host);
   qq_cuda_plans_free(c);
   if (c->lt) cublasLtDestroy(c->lt);
   cudaFree(c->lt_ws);
@@ -109,6 +229,8 @@ static qq_status ctx_init(qq_cuda_ctx *c, qq_error *err) {
   QQ_CUDA_TRY(err, cudaHostAlloc((void **)&c->meta_host, QQ_CUDA_META_BYTES, cudaHostAllocDefault));
   QQ_CUDA_TRY(err, cudaMalloc((void **)&c->meta_dev, QQ_CUDA_META_BYTES));
   c->meta_bytes = QQ_CUDA_META_BYTES;
+  const char *g = getenv("QQ_CUDA_GRAPHS");
+  c->graphs_enabled = !(g && !strcmp(g, "0"));
   return qq_cuda_ws_reserve(c, (size_t)16 << 20, err);
 }
 
@@ -151,9 +273,16 @@ static void cuda_release(qq_backend *be, void *p) {
   cudaFree(p);
 }
 
+static qq_status not_in_graph(qq_cuda_ctx *c, const char *what, qq_error *err) {
+  if (c->mode == QQ_CUDA_CAPTURE || c->mode == QQ_CUDA_REPLAY)
+    return qq_error_set(err, QQ_ERR_INVALID_ARG, "cuda: %s inside a replayable step (end the step first)", what);
+  return QQ_OK;
+}
+
 static qq_status cuda_upload(qq_backend *be, const float *host, size_t n, void *dst, qq_error *err) {
   qq_cuda_ctx *c = qq_cuda_ctx_of(be);
   if (!n) return QQ_OK;
+  if (not_in_graph(c, "upload", err) != QQ_OK) return err ? err->status : QQ_ERR_INVALID_ARG;
   touch(c, dst);
   if (c->act == QQ_ACT_F32) {
     QQ_CUDA_TRY(err, cudaMemcpyAsync(dst, host, n * sizeof(float), cudaMemcpyHostToDevice, c->stream));
@@ -168,6 +297,7 @@ static qq_status cuda_upload(qq_backend *be, const float *host, size_t n, void *
 static qq_status cuda_download(qq_backend *be, const void *src, size_t n, float *host, qq_error *err) {
   qq_cuda_ctx *c = qq_cuda_ctx_of(be);
   if (!n) return QQ_OK;
+  if (not_in_graph(c, "download", err) != QQ_OK) return err ? err->status : QQ_ERR_INVALID_ARG;
   const void *from = src;
   if (c->act != QQ_ACT_F32) {
     qq_status st = qq_cuda_ws_reserve(c, n * sizeof(float), err);
@@ -353,6 +483,7 @@ static qq_status cuda_linear_to_f32(const qq_linear *lin, float *w, float *bias,
 static qq_status cuda_matmul(qq_backend *be, const qq_linear *lin, const void *x, int32_t m, void *y, qq_error *err) {
   qq_cuda_ctx *c = qq_cuda_ctx_of(be);
   const cuda_linear *cl = (const cuda_linear *)lin->impl;
+  if (c->mode == QQ_CUDA_REPLAY) return QQ_OK;
   touch(c, y);
   qq_status st;
   if (cl->dense) return qq_cuda_gemm_dense(c, cl->w, cl->bias, m, lin->n, lin->k, x, y, err);
@@ -375,25 +506,28 @@ static qq_status cuda_embed(qq_backend *be, const qq_linear *t, const int32_t *t
   touch(c, out);
   const void *dev = NULL;
   qq_status st = qq_cuda_meta_push(c, tok, (size_t)n * sizeof(int32_t), &dev, err);
-  if (st != QQ_OK) return st;
+  if (st != QQ_OK || c->mode == QQ_CUDA_REPLAY) return st;
   return qq_cuda_gather_rows(c, c->act, cl->w, (const int32_t *)dev, n, t->k, out, err);
 }
 
 static qq_status cuda_rmsnorm(qq_backend *be, const void *x, const void *w, int32_t rows, int32_t dim, float eps,
                               void *out, qq_error *err) {
   qq_cuda_ctx *c = qq_cuda_ctx_of(be);
+  if (c->mode == QQ_CUDA_REPLAY) return QQ_OK;
   touch(c, out);
   return qq_cuda_rmsnorm(c, x, w, rows, dim, eps, out, err);
 }
 
 static qq_status cuda_add(qq_backend *be, void *acc, const void *x, size_t n, qq_error *err) {
   qq_cuda_ctx *c = qq_cuda_ctx_of(be);
+  if (c->mode == QQ_CUDA_REPLAY) return QQ_OK;
   touch(c, acc);
   return qq_cuda_add(c, acc, x, n, err);
 }
 
 static qq_status cuda_silu_mul(qq_backend *be, const void *gate, const void *up, size_t n, void *out, qq_error *err) {
   qq_cuda_ctx *c = qq_cuda_ctx_of(be);
+  if (c->mode == QQ_CUDA_REPLAY) return QQ_OK;
   touch(c, out);
   return qq_cuda_silu_mul(c, gate, up, n, out, err);
 }
@@ -404,7 +538,7 @@ static qq_status cuda_rope(qq_backend *be, void *x, const int32_t *pos, int32_t 
   touch(c, x);
   const void *dev = NULL;
   qq_status st = qq_cuda_meta_push(c, pos, (size_t)t * sizeof(int32_t), &dev, err);
-  if (st != QQ_OK) return st;
+  if (st != QQ_OK || c->mode == QQ_CUDA_REPLAY) return st;
   return qq_cuda_rope(c, x, (const int32_t *)dev, t, heads, hd, theta, err);
 }
 
@@ -414,55 +548,82 @@ static qq_status cuda_gather_rows(qq_backend *be, const void *x, const int32_t *
   touch(c, out);
   const void *dev = NULL;
   qq_status st = qq_cuda_meta_push(c, rows, (size_t)n_rows * sizeof(int32_t), &dev, err);
-  if (st != QQ_OK) return st;
+  if (st != QQ_OK || c->mode == QQ_CUDA_REPLAY) return st;
   return qq_cuda_gather_rows(c, c->act, x, (const int32_t *)dev, n_rows, width, out, err);
+}
+
+/* Builds and uploads the attention metadata of a batch: per-sequence records and the flattened block
+ * tables. Within a step every layer passes the same host array (kernels.h), so it is uploaded once per
+ * step. In a replayable step each table has exactly graph_blocks_per_seq entries and max_len is the
+ * step's bound, so the upload's size and the kernels' launch geometry are the same at every replay. */
+static qq_status attn_metadata(qq_cuda_ctx *c, const qq_attn_params *p, const qq_attn_seq *seqs, int32_t n_seqs,
+                               qq_error *err) {
+  /* Outside a step the array may change between calls: reuse only within one step. */
+  if (c->in_step && c->attn_epoch == c->step_epoch && c->attn_key == (const void *)seqs && c->attn_key_n == n_seqs)
+    return QQ_OK;
+  const bool fixed = c->step.graph_key != 0 && c->mode != QQ_CUDA_EAGER;
+  int64_t n_blocks = 0;
+  for (int32_t s = 0; s < n_seqs; s++) {
+    const int32_t len = seqs[s].n_past + seqs[s].n_new;
+    if (fixed && len > c->step.graph_max_len)
+      return qq_error_set(err, QQ_ERR_INVALID_ARG, "attention: sequence of %d tokens in a step bounded by %d", len,
+                          c->step.graph_max_len);
+    n_blocks += fixed ? c->step.graph_blocks_per_seq : (len + p->block_tokens - 1) / p->block_tokens;
+  }
+  if ((size_t)n_seqs > c->attn_host_cap) {
+    void *q = realloc(c->attn_host, (size_t)n_seqs * sizeof(qq_cuda_attn_seq));
+    if (!q) return qq_error_set(err, QQ_ERR_NOMEM, "attention: out of memory");
+    c->attn_host = (qq_cuda_attn_seq *)q;
+    c->attn_host_cap = (size_t)n_seqs;
+  }
+  if ((size_t)n_blocks > c->attn_blocks_cap) {
+    void *q = realloc(c->attn_blocks_host, (size_t)n_blocks * sizeof(int32_t));
+    if (!q) return qq_error_set(err, QQ_ERR_NOMEM, "attention: out of memory");
+    c->attn_blocks_host = (int32_t *)q;
+    c->attn_blocks_cap = (size_t)n_blocks;
+  }
+  qq_cuda_attn_batch b = {};
+  b.n_seqs = n_seqs;
+  int32_t off = 0;
+  for (int32_t s = 0; s < n_seqs; s++) {
+    const int32_t len = seqs[s].n_past + seqs[s].n_new;
+    const int32_t nb = fixed ? c->step.graph_blocks_per_seq : (len + p->block_tokens - 1) / p->block_tokens;
+    qq_cuda_attn_seq *h = &c->attn_host[s];
+    h->row = seqs[s].row;
+    h->n_new = seqs[s].n_new;
+    h->n_past = seqs[s].n_past;
+    h->block_off = off;
+    memcpy(c->attn_blocks_host + off, seqs[s].blocks, (size_t)nb * sizeof(int32_t));
+    off += nb;
+    b.total_rows += seqs[s].n_new;
+    b.max_new = QQ_MAX(b.max_new, seqs[s].n_new);
+    b.max_len = QQ_MAX(b.max_len, len);
+  }
+  if (fixed) b.max_len = c->step.graph_max_len; /* launch geometry from the bound, not this step's lengths */
+  const void *dseqs = NULL, *dblocks = NULL;
+  qq_status st = qq_cuda_meta_push(c, c->attn_host, (size_t)n_seqs * sizeof(qq_cuda_attn_seq), &dseqs, err);
+  if (st == QQ_OK) st = qq_cuda_meta_push(c, c->attn_blocks_host, (size_t)off * sizeof(int32_t), &dblocks, err);
+  if (st != QQ_OK) return st;
+  b.seqs_dev = (const qq_cuda_attn_seq *)dseqs;
+  b.blocks_dev = (const int32_t *)dblocks;
+  b.seqs_host = c->attn_host;
+  c->attn_batch = b;
+  c->attn_epoch = c->in_step ? c->step_epoch : 0;
+  c->attn_key = seqs;
+  c->attn_key_n = n_seqs;
+  return QQ_OK;
 }
 
 static qq_status cuda_attention(qq_backend *be, const qq_attn_params *p, const qq_attn_seq *seqs, int32_t n_seqs,
                                 const void *q, const void *k, const void *v, void *kc, void *vc, void *out,
                                 qq_error *err) {
   qq_cuda_ctx *c = qq_cuda_ctx_of(be);
-  touch(c, out);
   if (n_seqs <= 0) return QQ_OK;
-  /* Flatten the host block tables next to the per-sequence records. */
-  int64_t n_blocks = 0;
-  for (int32_t s = 0; s < n_seqs; s++)
-    n_blocks += (seqs[s].n_past + seqs[s].n_new + p->block_tokens - 1) / p->block_tokens;
-  qq_cuda_attn_seq *hs = (qq_cuda_attn_seq *)malloc((size_t)n_seqs * sizeof *hs);
-  int32_t *hb = (int32_t *)malloc((size_t)(n_blocks ? n_blocks : 1) * sizeof(int32_t));
-  if (!hs || !hb) {
-    free(hs);
-    free(hb);
-    return qq_error_set(err, QQ_ERR_NOMEM, "attention: out of memory");
-  }
-  qq_cuda_attn_batch b = {};
-  b.n_seqs = n_seqs;
-  int32_t off = 0;
-  for (int32_t s = 0; s < n_seqs; s++) {
-    const int32_t len = seqs[s].n_past + seqs[s].n_new, nb = (len + p->block_tokens - 1) / p->block_tokens;
-    hs[s].row = seqs[s].row;
-    hs[s].n_new = seqs[s].n_new;
-    hs[s].n_past = seqs[s].n_past;
-    hs[s].block_off = off;
-    memcpy(hb + off, seqs[s].blocks, (size_t)nb * sizeof(int32_t));
-    off += nb;
-    b.total_rows += seqs[s].n_new;
-    b.max_new = QQ_MAX(b.max_new, seqs[s].n_new);
-    b.max_len = QQ_MAX(b.max_len, len);
-  }
-  const void *dseqs = NULL, *dblocks = NULL;
-  qq_status st = qq_cuda_meta_push(c, hs, (size_t)n_seqs * sizeof *hs, &dseqs, err);
-  if (st == QQ_OK) st = qq_cuda_meta_push(c, hb, (size_t)off * sizeof(int32_t), &dblocks, err);
-  if (st == QQ_OK) {
-    b.seqs_dev = (const qq_cuda_attn_seq *)dseqs;
-    b.blocks_dev = (const int32_t *)dblocks;
-    b.seqs_host = hs;
-    st = qq_cuda_ws_reserve(c, qq_cuda_attention_ws_bytes(c, p, &b), err);
-  }
-  if (st == QQ_OK) st = qq_cuda_attention(c, p, &b, q, k, v, kc, vc, out, err);
-  free(hs);
-  free(hb);
-  return st;
+  qq_status st = attn_metadata(c, p, seqs, n_seqs, err);
+  if (st != QQ_OK || c->mode == QQ_CUDA_REPLAY) return st;
+  touch(c, out);
+  if ((st = qq_cuda_ws_reserve(c, qq_cuda_attention_ws_bytes(c, p, &c->attn_batch), err)) != QQ_OK) return st;
+  return qq_cuda_attention(c, p, &c->attn_batch, q, k, v, kc, vc, out, err);
 }
 
 static qq_status cuda_kv_copy(qq_backend *be, const qq_attn_params *p, void *kc, void *vc, const int32_t *src,
@@ -487,6 +648,10 @@ extern "C" const qq_backend_vtable qq_cuda_vtable = {
     /*download_f32*/ cuda_download,
     /*sync*/ cuda_sync,
     /*mem_info*/ cuda_mem_info,
+    /*step_begin*/ cuda_step_begin,
+    /*step_end*/ cuda_step_end,
+    /*graphs_clear*/ cuda_graphs_clear,
+    /*has_graphs*/ cuda_has_graphs,
     /*linear_create*/ cuda_linear_create,
     /*linear_destroy*/ cuda_linear_destroy,
     /*linear_to_f32*/ cuda_linear_to_f32,

@@ -40,6 +40,23 @@ qq_status qq_cublas_fail(qq_error *err, cublasStatus_t s, const char *stmt, cons
 /* After every kernel launch: QQ_CUDA_LAUNCHED(err, "kernel name"). */
 #define QQ_CUDA_LAUNCHED(err, name) QQ_CUDA_TRY(err, cudaPeekAtLastError())
 
+/* Attention metadata (attention.cu; built by backend.cu from the host qq_attn_seq array). */
+typedef struct qq_cuda_attn_seq {
+  int32_t row;       /* first row of the sequence in q/k/v/out */
+  int32_t n_new;
+  int32_t n_past;
+  int32_t block_off; /* offset of the sequence's block ids in the flattened block table */
+} qq_cuda_attn_seq;
+typedef struct qq_cuda_attn_batch {
+  const qq_cuda_attn_seq *seqs_dev; /* [n_seqs] */
+  const int32_t *blocks_dev;        /* flattened block tables */
+  const qq_cuda_attn_seq *seqs_host; /* the same, on the host (launch configuration only) */
+  int32_t n_seqs;
+  int32_t total_rows;               /* sum of n_new */
+  int32_t max_new;                  /* max n_new */
+  int32_t max_len;                  /* max n_past + n_new */
+} qq_cuda_attn_batch;
+
 /* ---- the context (be->impl) ---------------------------------------------------------------------- */
 typedef struct qq_cuda_matmul_plan qq_cuda_matmul_plan; /* gemm_lt.cu: cached cuBLASLt descriptors */
 
@@ -70,6 +87,25 @@ typedef struct qq_cuda_ctx {
   uint8_t *meta_dev;
   size_t meta_bytes, meta_off;
 
+  /* Steps and graphs (backend.cu, kernels.h qq_backend_step_begin). In QQ_CUDA_REPLAY mode the ops
+   * only re-stage their host arrays into the metadata ring (same offsets as at capture: the ring
+   * restarts at 0 with every replayable step) and launch nothing; step_end launches the graph. */
+  int mode;                 /* qq_cuda_mode */
+  qq_step_desc step;
+  uint64_t step_epoch;      /* increments at every step_begin */
+  bool in_step;
+  struct qq_cuda_graph *graphs;
+  int32_t n_graphs, cap_graphs;
+  bool graphs_enabled;      /* QQ_CUDA_GRAPHS != "0" */
+  /* Attention metadata uploaded once per step (every layer passes the same sequences). */
+  uint64_t attn_epoch;
+  const void *attn_key;     /* the host qq_attn_seq array of that upload */
+  int32_t attn_key_n;
+  qq_cuda_attn_batch attn_batch;
+  struct qq_cuda_attn_seq *attn_host; /* host copy of the records (seqs_host) */
+  int32_t *attn_blocks_host;
+  size_t attn_host_cap, attn_blocks_cap;
+
   /* Cached cuBLASLt plans (gemm_lt.cu). */
   qq_cuda_matmul_plan *plans;
   int32_t n_plans, cap_plans;
@@ -84,6 +120,8 @@ typedef struct qq_cuda_ctx {
   size_t q8_cap;            /* bytes of q8 */
   int32_t q8_cap_rows;
 } qq_cuda_ctx;
+
+enum qq_cuda_mode { QQ_CUDA_EAGER = 0, QQ_CUDA_WARMUP = 1, QQ_CUDA_CAPTURE = 2, QQ_CUDA_REPLAY = 3 };
 
 #define QQ_CUDA_LT_WS_BYTES ((size_t)32 << 20)
 #define QQ_CUDA_COUNTERS 65536
@@ -167,22 +205,7 @@ qq_status qq_cuda_wq_to_f32(const qq_cuda_wq *w, float *host, qq_error *err);
  * to their cache slots (slot of position p: block blocks[p / block_tokens], offset p % block_tokens;
  * cache layout [n_blocks][block_tokens][n_kv_heads][head_dim] in the activation dtype), then each new
  * token i of a sequence attends causally over positions 0 .. n_past + i with softmax in fp32.
- * Metadata arrives in device memory: */
-typedef struct qq_cuda_attn_seq {
-  int32_t row;       /* first row of the sequence in q/k/v/out */
-  int32_t n_new;
-  int32_t n_past;
-  int32_t block_off; /* offset of the sequence's block ids in the flattened block table */
-} qq_cuda_attn_seq;
-typedef struct qq_cuda_attn_batch {
-  const qq_cuda_attn_seq *seqs_dev; /* [n_seqs] */
-  const int32_t *blocks_dev;        /* flattened block tables */
-  const qq_cuda_attn_seq *seqs_host; /* the same, on the host (launch configuration only) */
-  int32_t n_seqs;
-  int32_t total_rows;               /* sum of n_new */
-  int32_t max_new;                  /* max n_new */
-  int32_t max_len;                  /* max n_past + n_new */
-} qq_cuda_attn_batch;
+ * Metadata arrives in device memory (qq_cuda_attn_seq / qq_cuda_attn_batch, defined above the context). */
 qq_status qq_cuda_attention(qq_cuda_ctx *c, const qq_attn_params *p, const qq_cuda_attn_batch *b, const void *q,
                             const void *k, const void *v, void *k_cache, void *v_cache, void *out, qq_error *err);
 /* Scratch bytes qq_cuda_attention needs for this batch (split-K partials). */

@@ -122,6 +122,8 @@ static unsigned row_threads(int32_t dim) { return dim >= 2048 ? 512 : dim >= 512
 static qq_status q8_reserve(qq_cuda_ctx *c, int32_t rows, int32_t cols, qq_error *err) {
   const size_t need = (size_t)rows * cols;
   if (need <= c->q8_cap && rows <= c->q8_cap_rows) return QQ_OK;
+  if (c->mode == QQ_CUDA_CAPTURE)
+    return qq_error_set(err, QQ_ERR_INTERNAL, "cuda: the int8 activation buffer would grow inside a captured step");
   QQ_CUDA_TRY(err, cudaStreamSynchronize(c->stream));
   cudaFree(c->q8);
   cudaFree(c->q8_scales);
