@@ -6,6 +6,12 @@
                                  and Debian -> Debian builds, the four binaries copied and nothing else from
                                  the build stage, a numeric non-root user equal to the chart's runAsUser,
                                  ports and QQ_SERVE_HOST agreeing with the chart's values.
+  check_docker.py configure
+                                 runs the build stage's CMake configure command of each Dockerfile (CUDA's
+                                 only where nvcc is found) in a scratch folder: it must succeed, produce the
+                                 four targets, and leave tests/ out (the images have neither cmocka nor the
+                                 Python the service tests need; a configure that looked for them would fail
+                                 in the image).
   check_docker.py runtime-libs BINDIR
                                  the libraries the built binaries link (DT_NEEDED, resolved by ldd, owned
                                  per dpkg) are all installed by the runtime stage of Dockerfile.cpu, either
@@ -16,9 +22,11 @@ Exit codes: 0 passed, 1 a check failed, 77 a tool is missing (ctest SKIP).
 """
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 
 SKIP = 77
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -41,6 +49,7 @@ def check(cond, what):
     if not cond:
         failures.append(what)
         print(f"FAIL: {what}")
+    return cond
 
 
 def stages(path):
@@ -146,6 +155,48 @@ def lint():
     return 0
 
 
+def configure():
+    if not shutil.which("cmake"):
+        print("SKIP: cmake not found")
+        return SKIP
+    jobs = []  # (name, args, scratch folder, process): both configure at once (CUDA's takes a while)
+    for name in ("Dockerfile.cpu", "Dockerfile"):
+        build = stages(os.path.join(DOCKER, name))[0]
+        text = " ".join(r for w, r in build["ins"] if w == "RUN")
+        m = re.search(r"cmake -S \. -B build (.*?) &&", text)
+        check(m is not None, f"{name}: no 'cmake -S . -B build ...' configure step in the build stage")
+        if not m:
+            continue
+        args = m.group(1)
+        for w, r in build["ins"]:  # build arguments with their defaults
+            a = re.match(r'(\w+)=(.*)', r) if w == "ARG" else None
+            if a:
+                args = args.replace("${%s}" % a.group(1), a.group(2).strip('"'))
+        args = shlex.split(args)
+        if "-DQQ_CUDA=ON" in args and not shutil.which("nvcc"):
+            print(f"note: {name}: not configured here (no nvcc)")
+            continue
+        d = tempfile.TemporaryDirectory()
+        jobs.append((name, args, d, subprocess.Popen(["cmake", "-S", ROOT, "-B", d.name] + args, text=True,
+                                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)))
+    for name, args, tmp, proc in jobs:
+        out = proc.communicate()[0]
+        failed_before = len(failures)
+        with tmp as d:
+            if not check(proc.returncode == 0, f"{name}: the image's configure step fails:\n{out[-3000:]}"):
+                continue
+            cache = open(os.path.join(d, "CMakeCache.txt"), encoding="utf-8").read()
+            check("QQ_DEBIAN_PYTHON" not in cache and not os.path.exists(os.path.join(d, "tests")),
+                  f"{name}: the image's configure step configures tests/ (needs python3 and cmocka, absent there)")
+            targets = subprocess.run(["cmake", "--build", d, "--target", "help"], capture_output=True, text=True).stdout
+            for b in BINARIES:
+                check(re.search(rf"^\.\.\. {re.escape(b)}$", targets, re.M) is not None,
+                      f"{name}: the image's configure step has no target {b}")
+            if len(failures) == failed_before:
+                print(f"{name}: cmake {' '.join(args)}: configured; targets {', '.join(BINARIES)}; tests/ left out")
+    return 0
+
+
 def needed_packages(binary):
     """Debian packages owning the shared libraries `binary` links directly; non-dpkg paths separately."""
     dyn = subprocess.run(["readelf", "-d", binary], capture_output=True, text=True, check=True).stdout
@@ -236,6 +287,8 @@ def runtime_libs(bindir):
 def main():
     if len(sys.argv) >= 2 and sys.argv[1] == "lint":
         rc = lint()
+    elif len(sys.argv) == 2 and sys.argv[1] == "configure":
+        rc = configure()
     elif len(sys.argv) == 3 and sys.argv[1] == "runtime-libs":
         rc = runtime_libs(sys.argv[2])
     else:
