@@ -7,7 +7,9 @@ Kubernetes OpenAPI schemas of several Kubernetes versions (kubernetes-validate, 
 are errors), and asserts what a working deployment depends on: the GPU request, probes on the gRPC
 port and the health service names, the drain time against the grace period, the ConfigMap's
 QQ_SERVE_* names, selectors, volumes and the security context. Values that must be refused (by
-values.schema.json or by the templates' own checks) are tried too.
+values.schema.json or by the templates' own checks) are tried too. With a build (QQ_BINARY_DIR) and
+the fixtures (QQ_FIXTURES), the ConfigMap's variables are checked against `qquant-serve --help` and the
+quantize init container's rendered script runs the real `qquant` on a fixture model.
 
 Exit codes: 0 all checks passed, 1 a check failed, 77 the Python packages are missing (ctest SKIP).
 Usage: check_chart.py [CHART_DIR]   (default: helm/qquant beside this repository's tests/)
@@ -343,6 +345,41 @@ mkdir -p "$out" && echo '{"run": "'"$QQ_TEST_RUN"'"}' > "$out/config.json"
 """
 
 
+def serve_env_from_help(bindir):
+    """QQ_SERVE_<FLAG> for every flag `qquant-serve --help` lists."""
+    r = subprocess.run([os.path.join(bindir, "qquant-serve"), "--help"], capture_output=True, text=True, timeout=60)
+    flags = re.findall(r"^  --([a-z][a-z-]*)", r.stdout, re.M)
+    return {"QQ_SERVE_" + f.upper().replace("-", "_") for f in flags}
+
+
+def run_quantize_script_for_real(name, init, bindir, fixtures):
+    """The rendered init container script with the real qquant: the rendered /source paths are made to
+    point at a fixture model and corpus, and the result must be a checkpoint with the chart's settings."""
+    import json
+    script = init["args"][0]
+    env_list = {e["name"]: e["value"] for e in init["env"]}
+    with tempfile.TemporaryDirectory() as d:
+        src = d + env_list["QQ_SRC"]
+        os.makedirs(os.path.dirname(src), exist_ok=True)
+        os.symlink(os.path.join(fixtures, "models", "qwen2-tiny-lm"), src)
+        env = dict(env_list, QQ_SRC=src, QQ_OUT=d + env_list["QQ_OUT"], HOSTNAME="pod-a", HOME=d,
+                   PATH=f"{bindir}:/usr/bin:/bin")
+        if env_list["QQ_CALIB"]:
+            env["QQ_CALIB"] = d + env_list["QQ_CALIB"]
+            os.makedirs(os.path.dirname(env["QQ_CALIB"]), exist_ok=True)
+            os.symlink(os.path.join(fixtures, "corpora", "calib-mix.jsonl"), env["QQ_CALIB"])
+        os.makedirs(os.path.dirname(env["QQ_OUT"]), exist_ok=True)
+        r = subprocess.run(["/bin/sh", "-c", script], env=env, capture_output=True, text=True, timeout=600)
+        if not C.check(r.returncode == 0, f"{name}: the init script with the real qquant failed: {r.stdout}{r.stderr}"):
+            return
+        with open(os.path.join(env["QQ_OUT"], "config.json")) as f:
+            qc = json.load(f).get("quantization_config", {})
+        want = (int(env_list["QQ_BITS"]), int(env_list["QQ_GROUP_SIZE"]))
+        C.check((qc.get("bits"), qc.get("group_size")) == want,
+                f"{name}: qquant wrote bits/group_size {(qc.get('bits'), qc.get('group_size'))}, the chart asked {want}")
+        print(f"scenario {name}: init container script ran the real qquant ({r.stdout.strip().splitlines()[0]})")
+
+
 def check_quantize_script(name, init):
     """Runs the rendered init container script with the rendered environment, in a scratch folder."""
     script = init["args"][0]
@@ -454,7 +491,15 @@ SCENARIOS = {
         "fullnameOverride": "qq-serve",
     },
     "baked-image": {"model": {"source": "image", "image": {"path": "/opt/qquant/model"}}},
+    # Small enough for the real qquant (RTN on the fixture model takes about a second): see REAL_QUANTIZE.
+    "quantize-rtn-with-calib": {
+        "model": {"source": "quantize", "quantize": {
+            "method": "rtn", "bits": 4, "groupSize": 32, "calib": "/corpora/calib-mix.jsonl",
+            "source": {"pvc": {"claimName": "hf", "path": "models/qwen2-tiny-lm"}}}},
+    },
 }
+# Scenarios whose init container script also runs with the real qquant binary.
+REAL_QUANTIZE = ("baked-image-and-quantize-emptydir", "quantize-rtn-with-calib")
 
 # Values that must be refused, with a fragment of the message the operator sees.
 REFUSED = {
@@ -473,6 +518,17 @@ REFUSED = {
     "zero GPUs": ({"gpu": {"count": 0}}, "minimum"),
     "port out of range": ({"server": {"port": 70000}}, "maximum"),
     "bad log format": ({"server": {"logFormat": "xml"}}, "must be one of"),
+    # What qquant itself refuses (measured with qquant --method ...): refused at render time instead.
+    "awq without calibration": ({"model": {"source": "quantize", "quantize": {
+        "source": {"pvc": {"claimName": "hf"}}}}}, "model.quantize.calib"),
+    "gptq without calibration": ({"model": {"source": "quantize", "quantize": {
+        "method": "gptq", "source": {"hostPath": {"path": "/data/m"}}}}}, "needs calibration data"),
+    "awq at 8 bits": ({"model": {"source": "quantize", "quantize": {
+        "bits": 8, "calib": "c.jsonl", "source": {"pvc": {"claimName": "hf"}}}}}, "4 or 3 bits"),
+    "smoothquant at 4 bits": ({"model": {"source": "quantize", "quantize": {
+        "method": "smoothquant", "calib": "c.jsonl", "source": {"pvc": {"claimName": "hf"}}}}}, "W8A8"),
+    "2-bit weights": ({"model": {"quantize": {"bits": 2}}}, "must be one of"),
+    "group size 100": ({"model": {"quantize": {"groupSize": 100}}}, "must be one of"),
 }
 
 
@@ -491,6 +547,17 @@ def main():
     print(f"helm-c {helm.helm_c_version()}, Helm SDK {helm.helm_sdk_version()}, "
           f"kubernetes-validate {kubernetes_validate.__version__ if hasattr(kubernetes_validate, '__version__') else '?'}, "
           f"Kubernetes schemas {', '.join(KUBE_VERSIONS)}")
+    bindir = os.path.join(os.environ["QQ_BINARY_DIR"], "bin") if os.environ.get("QQ_BINARY_DIR") else ""
+    fixtures = os.environ.get("QQ_FIXTURES", "")
+    have_serve = bindir and os.access(os.path.join(bindir, "qquant-serve"), os.X_OK)
+    have_qquant = bindir and os.access(os.path.join(bindir, "qquant"), os.X_OK) and os.path.isdir(fixtures)
+    if have_serve:
+        flags = serve_env_from_help(bindir)
+        C.check(SERVE_ENV <= flags, f"qquant-serve --help lacks {sorted(SERVE_ENV - flags)}")
+    else:
+        print("note: no qquant-serve built (QQ_BINARY_DIR): ConfigMap names checked against the list in this file only")
+    if not have_qquant:
+        print("note: no qquant built or no fixtures (QQ_BINARY_DIR, QQ_FIXTURES): init script run with a stand-in only")
     with helm.Chart.load(chart_dir) as chart:
         defaults = chart.values
         floor = re.fullmatch(r">=\s*(\d+\.\d+)\.\d+(-0)?", chart.metadata.get("kubeVersion", ""))
@@ -514,6 +581,9 @@ def main():
                 continue
             validate_schemas(name, objs)
             check_release(name, values, objs, notes)
+            if name in REAL_QUANTIZE and have_qquant:
+                inits = [c for o in by_kind(objs, "Deployment") for c in o["spec"]["template"]["spec"]["initContainers"]]
+                run_quantize_script_for_real(name, inits[0], bindir, fixtures)
             kinds = sorted(o["kind"] for o in objs)
             print(f"scenario {name}: {len(objs)} objects ({', '.join(kinds)})")
             report = helm.lint(chart_dir, over, strict=True, kube_version=f"v{KUBE_VERSIONS[1]}")
