@@ -4,12 +4,14 @@
 #   2. Release build with -Werror (CUDA code compiled too when nvcc is present), all ctest tests;
 #   3. ASan + UBSan build of the same code, the unit and golden tests under the sanitizers;
 #   4. libFuzzer targets (clang-14), a few seconds each as a smoke test.
-# Environment: QQ_JOBS (parallel build jobs, default nproc), QQ_TEST_STAGES (default "release asan fuzz").
+# Environment: QQ_JOBS (parallel build jobs, default nproc), QQ_TEST_STAGES (default "release asan fuzz"),
+# QQ_BUILD_PREFIX (build folders PREFIX, PREFIX-asan, PREFIX-fuzz; default "build").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 jobs=${QQ_JOBS:-$(nproc)}
 stages=${QQ_TEST_STAGES:-"release asan fuzz"}
+b=${QQ_BUILD_PREFIX:-build}
 export QQ_FIXTURES=${QQ_FIXTURES:-$(realpath -m "$root/../shared/fixtures")}
 if [ ! -d "$QQ_FIXTURES" ]; then
   echo "test.sh: fixtures not found at $QQ_FIXTURES (set QQ_FIXTURES); golden tests will fail" >&2
@@ -24,27 +26,27 @@ for s in $stages; do
   case "$s" in
     release)
       stage "release build (-Werror)"
-      cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DQQ_WERROR=ON -DQQ_FIXTURES_DIR="$QQ_FIXTURES" >/dev/null
-      cmake --build build -j"$jobs"
+      cmake -S . -B "$b" -DCMAKE_BUILD_TYPE=Release -DQQ_WERROR=ON -DQQ_FIXTURES_DIR="$QQ_FIXTURES" >/dev/null
+      cmake --build "$b" -j"$jobs"
       stage "release tests"
-      (cd build && ctest --output-on-failure -j"$jobs")  # gpu-labelled tests skip (exit 77) without a GPU
+      (cd "$b" && ctest --output-on-failure -j"$jobs")  # gpu-labelled tests skip (exit 77) without a GPU
       ;;
     asan)
       stage "ASan+UBSan build"
-      cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQQ_WERROR=ON -DQQ_SANITIZE=ON -DQQ_CUDA=OFF \
+      cmake -S . -B "$b-asan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQQ_WERROR=ON -DQQ_SANITIZE=ON -DQQ_CUDA=OFF \
         -DQQ_FIXTURES_DIR="$QQ_FIXTURES" >/dev/null
-      cmake --build build-asan -j"$jobs"
+      cmake --build "$b-asan" -j"$jobs"
       stage "ASan+UBSan tests"
-      (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+      (cd "$b-asan" && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
         ctest --output-on-failure -j"$jobs" -LE 'gpu|slow|bench')
       ;;
     fuzz)
       stage "libFuzzer smoke build (clang-14)"
-      CC=clang-14 cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQQ_FUZZ=ON -DQQ_CUDA=OFF \
+      CC=clang-14 cmake -S . -B "$b-fuzz" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQQ_FUZZ=ON -DQQ_CUDA=OFF \
         -DQQ_FIXTURES_DIR="$QQ_FIXTURES" >/dev/null
-      cmake --build build-fuzz -j"$jobs"
+      cmake --build "$b-fuzz" -j"$jobs"
       stage "libFuzzer smoke runs"
-      (cd build-fuzz && ctest --output-on-failure -L fuzz-smoke) || exit 1
+      (cd "$b-fuzz" && ctest --output-on-failure -L fuzz-smoke) || exit 1
       ;;
     *) echo "test.sh: unknown stage $s" >&2; exit 2 ;;
   esac
