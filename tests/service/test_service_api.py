@@ -515,6 +515,28 @@ class Operations(unittest.TestCase):
         finally:
             self.assertEqual(a.stop(), 0)
 
+    def test_max_streams_per_connection(self):
+        # --max-streams 1: while one Generate streams, a second call on the same connection waits for a
+        # stream slot (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS) until its deadline; on another connection
+        # it is answered at once.
+        s = q.Server(q.LM, ["--kv-blocks", "64", "--max-seq-len", "256", "--max-streams", "1"])
+        try:
+            a = s.stream("/qquant.v1.Inference/Generate",
+                         q.GenerateRequest(prompt="Once upon a time", max_new_tokens=200, ignore_eos=True),
+                         q.GenerateResponse)
+            next(a)
+            c, _ = code_of(lambda: s.unary("/qquant.v1.Inference/GetModelInfo", q.GetModelInfoRequest(), q.ModelInfo,
+                                           timeout=1.0))
+            self.assertEqual(c, grpc.StatusCode.DEADLINE_EXCEEDED)
+            ch = grpc.insecure_channel(s.addr)
+            self.assertEqual(s.unary("/qquant.v1.Inference/GetModelInfo", q.GetModelInfoRequest(), q.ModelInfo,
+                                     channel=ch, timeout=10).vocab_size, 8192)
+            ch.close()
+            a.cancel()
+            self.assertEqual(s.info().vocab_size, 8192)  # the slot is free again
+        finally:
+            self.assertEqual(s.stop(), 0)
+
     def test_bad_flags(self):
         for args in (["--port", "70000"], ["--device", "tpu"], ["--nope", "1"], ["--tls-cert", "x"]):
             r = subprocess.run([os.path.join(q.BIN, "qquant-serve"), "--model", q.LM] + args, capture_output=True, text=True)
