@@ -18,8 +18,9 @@ static void usage(FILE *f) {
           "                      tokens), each window scored from no context over positions 1..window-1\n"
           "  --window N          window length in tokens (default 512)\n"
           "  --windows N         score the first N windows (default: all whole windows)\n"
-          "  --kl-ref DIR        also report KL(P_ref || P_model) of next-token distributions against the\n"
-          "                      checkpoint in DIR (e.g. the unquantized model) and top-1 agreement\n"
+          "  --kl-ref DIR        also report KL(P_ref || P_model) against the checkpoint in DIR: of next-token\n"
+          "                      distributions with --ppl (and top-1 agreement), of label distributions with\n"
+          "                      --classify (and label agreement)\n"
           "  --classify FILE     accuracy of a sequence classifier on jsonl lines {\"label\": ..., \"text\": ...}\n"
           "  --max-tokens N      classification: truncate each text to its first N tokens (default 256)\n"
           "  --limit N           classification: only the first N examples\n"
@@ -115,7 +116,37 @@ typedef struct example {
   qq_token_ids ids;
 } example;
 
-static int eval_classify(qq_model *m, const char *file, long max_tokens, long limit, bool json, bool quiet) {
+/* Softmax of one row of label scores into p (double). */
+static void label_softmax(const float *row, int32_t L, double *p) {
+  double mx = -INFINITY, s = 0.0;
+  for (int32_t j = 0; j < L; j++) mx = fmax(mx, (double)row[j]);
+  for (int32_t j = 0; j < L; j++) s += (p[j] = exp((double)row[j] - mx));
+  for (int32_t j = 0; j < L; j++) p[j] /= s;
+}
+
+static int32_t argmax_row(const float *row, int32_t L) {
+  int32_t best = 0;
+  for (int32_t j = 1; j < L; j++)
+    if (row[j] > row[best]) best = j;
+  return best;
+}
+
+/* Scores every example (chunks of 64) into scores [n][labels]. */
+static qq_status score_all(qq_model *m, const int32_t **ids, const int32_t *lens, size_t n, float *scores,
+                           progress_ctx *pc, qq_error *err) {
+  const int32_t L = qq_model_config(m)->num_labels;
+  const size_t chunk = 64;
+  for (size_t i = 0; i < n; i += chunk) {
+    size_t c = QQ_MIN(chunk, n - i);
+    qq_status st = qq_model_score_last(m, ids + i, lens + i, (int32_t)c, scores + i * L, err);
+    if (st != QQ_OK) return st;
+    if (pc) on_progress(pc, (int64_t)(i + c), (int64_t)n);
+  }
+  return QQ_OK;
+}
+
+static int eval_classify(qq_model *m, const char *ref_dir, const qq_model_options *mo, const char *file,
+                         long max_tokens, long limit, bool json, bool quiet) {
   const qq_config *cfg = qq_model_config(m);
   qq_error err = {0};
   int rc = 1;
@@ -200,26 +231,58 @@ static int eval_classify(qq_model *m, const char *file, long max_tokens, long li
       lens[i] = (int32_t)ex[i].ids.n;
     }
     progress_ctx pc = {.what = "examples", .t0 = qq_now_sec(), .on = !quiet && isatty(2)};
-    const size_t chunk = 64;
-    qq_status st = QQ_OK;
-    for (size_t i = 0; i < n && st == QQ_OK; i += chunk) {
-      size_t c = QQ_MIN(chunk, n - i);
-      st = qq_model_score_last(m, ids + i, lens + i, (int32_t)c, scores + i * L, &err);
-      on_progress(&pc, (int64_t)(i + c), (int64_t)n);
+    float *ref_scores = NULL;
+    qq_status st = score_all(m, ids, lens, n, scores, &pc, &err);
+    const double secs = qq_now_sec() - pc.t0;
+    if (st == QQ_OK && ref_dir) {
+      /* The same examples through the reference checkpoint (e.g. the unquantized classifier). */
+      qq_model_options ro = *mo;
+      ro.load_tokenizer = false;
+      qq_model *ref = NULL;
+      ref_scores = malloc(n * (size_t)L * sizeof(float));
+      if (!ref_scores) st = qq_error_set(&err, QQ_ERR_NOMEM, "out of memory");
+      else if ((st = qq_model_load(ref_dir, &ro, &ref, &err)) == QQ_OK) {
+        const qq_config *rc = qq_model_config(ref);
+        if (rc->task != QQ_TASK_SEQ_CLS || rc->num_labels != L)
+          st = qq_error_set(&err, QQ_ERR_INVALID_ARG, "--kl-ref %s is not a classifier with %d labels", ref_dir, L);
+        else {
+          progress_ctx rp = {.what = "reference examples", .t0 = qq_now_sec(), .on = pc.on};
+          st = score_all(ref, ids, lens, n, ref_scores, &rp, &err);
+        }
+        qq_model_free(ref);
+      }
     }
     if (st != QQ_OK) {
       fprintf(stderr, "qquant eval: %s\n", err.msg);
-      free(scores); free(ids); free(lens);
+      free(scores); free(ids); free(lens); free(ref_scores);
       goto fail;
     }
-    size_t correct = 0;
-    for (size_t i = 0; i < n; i++) {
-      int32_t best = 0;
-      for (int32_t j = 1; j < L; j++)
-        if (scores[i * L + j] > scores[i * L + best]) best = j;
-      correct += best == ex[i].label;
+    /* KL(P_ref || P_model) of the label distributions, and how often the two pick the same label. */
+    double kl_sum = 0.0, kl_max = 0.0;
+    size_t agree = 0;
+    double *pr = ref_scores ? malloc(2 * (size_t)L * sizeof(double)) : NULL;
+    if (ref_scores && !pr) {
+      fprintf(stderr, "qquant eval: out of memory\n");
+      free(scores); free(ids); free(lens); free(ref_scores);
+      goto fail;
     }
-    double secs = qq_now_sec() - pc.t0, acc = (double)correct / (double)n;
+    if (ref_scores) {
+      double *pm = pr + L;
+      for (size_t i = 0; i < n; i++) {
+        const float *sm = scores + i * L, *sr = ref_scores + i * L;
+        double kl = 0.0;
+        label_softmax(sr, L, pr);
+        label_softmax(sm, L, pm);
+        for (int32_t j = 0; j < L; j++)
+          if (pr[j] > 0.0) kl += pr[j] * (log(pr[j]) - log(fmax(pm[j], 1e-300)));
+        kl_sum += kl;
+        kl_max = fmax(kl_max, kl);
+        agree += argmax_row(sm, L) == argmax_row(sr, L);
+      }
+    }
+    size_t correct = 0;
+    for (size_t i = 0; i < n; i++) correct += argmax_row(scores + i * L, L) == ex[i].label;
+    const double acc = (double)correct / (double)n;
     if (json) {
       cJSON *o = cJSON_CreateObject();
       cJSON_AddStringToObject(o, "file", file);
@@ -227,16 +290,24 @@ static int eval_classify(qq_model *m, const char *file, long max_tokens, long li
       cJSON_AddNumberToObject(o, "correct", (double)correct);
       cJSON_AddNumberToObject(o, "examples", (double)n);
       cJSON_AddNumberToObject(o, "max_tokens", (double)max_tokens);
+      if (ref_scores) {
+        cJSON_AddNumberToObject(o, "kl_mean", kl_sum / (double)n);
+        cJSON_AddNumberToObject(o, "kl_max", kl_max);
+        cJSON_AddNumberToObject(o, "label_agreement", (double)agree / (double)n);
+      }
       cJSON_AddNumberToObject(o, "seconds", secs);
       char *s = cJSON_Print(o);
       printf("%s\n", s);
       cJSON_free(s);
       cJSON_Delete(o);
     } else {
-      printf("%-14s %s\n%-14s %.2f %% (%zu of %zu)\n%-14s %.1f s\n", "file", file, "accuracy", 100 * acc, correct, n,
-             "time", secs);
+      printf("%-16s %s\n%-16s %.2f %% (%zu of %zu)\n", "file", file, "accuracy", 100 * acc, correct, n);
+      if (ref_scores)
+        printf("%-16s %.6f (max %.4f)\n%-16s %.2f %%\n", "KL(ref || model)", kl_sum / (double)n, kl_max,
+               "label agreement", 100.0 * (double)agree / (double)n);
+      printf("%-16s %.1f s\n", "time", secs);
     }
-    free(scores); free(ids); free(lens);
+    free(scores); free(ids); free(lens); free(ref_scores); free(pr);
   }
   rc = 0;
 fail:
@@ -289,10 +360,6 @@ static int run(int argc, char **argv) {
     usage(stderr);
     return 2;
   }
-  if (kl_ref && !ppl) {
-    fprintf(stderr, "qquant eval: --kl-ref goes with --ppl\n");
-    return 2;
-  }
   qq_error err = {0};
   qq_model_options mo = qq_model_options_default();
   mo.device = device;
@@ -308,7 +375,7 @@ static int run(int argc, char **argv) {
     fprintf(stderr, "loaded %s (%s) in %.2f s on %s\n", model_dir, qq_model_config(m)->architecture, qq_now_sec() - t0,
             qq_backend_description(qq_model_backend(m)));
   int rc = ppl ? eval_ppl(m, kl_ref, &mo, ppl, window, windows, json, quiet)
-               : eval_classify(m, cls, max_tokens, limit, json, quiet);
+               : eval_classify(m, kl_ref, &mo, cls, max_tokens, limit, json, quiet);
   qq_model_free(m);
   return rc;
 }
