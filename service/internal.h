@@ -183,5 +183,8 @@ void qq_health_watch(qq_call *c, const uint8_t *data, size_t len);
 void qq_health_close_watchers(qq_health *h, int grpc_code, const char *msg);
 
 void qq_reflection_start(qq_call *c); /* bidi stream: reads requests, answers each */
+/* Decodes and answers one ServerReflectionRequest without a call (qq_service_check_request's path):
+ * QQ_ERR_INVALID_ARG for undecodable bytes or invalid UTF-8. */
+qq_status qq_reflection_check_request(const uint8_t *data, size_t len, qq_error *err);
 
 #endif /* QQ_SERVICE_INTERNAL_H */

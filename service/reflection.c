@@ -171,11 +171,9 @@ static void add_with_deps(file_list *fl, span file) {
     if (f == 3 && w == 2 && find_file_by_name(v, &dep)) add_with_deps(fl, dep);
 }
 
-static void on_reflection_message(qq_call *c, const uint8_t *data, size_t len, bool end);
-
-/* Answers one request; the next request is read once this answer is written (no answers pile up for a
- * client that does not read them). */
-static void respond(qq_call *c, const Grpc__Reflection__V1alpha__ServerReflectionRequest *req) {
+/* Builds the answer to one request and hands it to emit (the answer lives on this function's stack). */
+static void answer(const Grpc__Reflection__V1alpha__ServerReflectionRequest *req,
+                   void (*emit)(void *ctx, const ProtobufCMessage *msg), void *ctx) {
   Grpc__Reflection__V1alpha__ServerReflectionResponse resp = GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_RESPONSE__INIT;
   Grpc__Reflection__V1alpha__ListServiceResponse list = GRPC__REFLECTION__V1ALPHA__LIST_SERVICE_RESPONSE__INIT;
   Grpc__Reflection__V1alpha__ServiceResponse svc[QQ_ARRAY_LEN(SERVICES)];
@@ -243,19 +241,16 @@ static void respond(qq_call *c, const Grpc__Reflection__V1alpha__ServerReflectio
       resp.error_response = &er;
       break;
   }
-  qq_call_send_then_recv(c, &resp.base, on_reflection_message);
+  emit(ctx, &resp.base);
 }
 
-static void on_reflection_message(qq_call *c, const uint8_t *data, size_t len, bool end) {
-  if (end) {
-    qq_call_finish(c, GRPC_STATUS_OK, "");
-    return;
-  }
+/* Decodes and checks a request; NULL (err set, QQ_ERR_INVALID_ARG) when it is not a valid one. */
+static Grpc__Reflection__V1alpha__ServerReflectionRequest *decode(const uint8_t *data, size_t len, qq_error *err) {
   Grpc__Reflection__V1alpha__ServerReflectionRequest *req =
       grpc__reflection__v1alpha__server_reflection_request__unpack(NULL, len, data);
   if (!req) {
-    qq_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "the request is not a valid grpc.reflection.v1alpha.ServerReflectionRequest");
-    return;
+    qq_error_set(err, QQ_ERR_INVALID_ARG, "the request is not a valid grpc.reflection.v1alpha.ServerReflectionRequest");
+    return NULL;
   }
   /* The oneof's strings share one union member; check the one that is set. */
   const char *strs[2] = {req->host, NULL};
@@ -270,12 +265,52 @@ static void on_reflection_message(qq_call *c, const uint8_t *data, size_t len, b
   for (size_t i = 0; i < 2; i++) {
     if (strs[i] && !qq_utf8_valid(strs[i], strlen(strs[i]), &bad)) {
       grpc__reflection__v1alpha__server_reflection_request__free_unpacked(req, NULL);
-      qq_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "invalid UTF-8 in the reflection request");
-      return;
+      qq_error_set(err, QQ_ERR_INVALID_ARG, "invalid UTF-8 in the reflection request");
+      return NULL;
     }
   }
-  respond(c, req);
+  return req;
+}
+
+static void on_reflection_message(qq_call *c, const uint8_t *data, size_t len, bool end);
+
+/* The next request is read once this answer is written: no answers pile up for a client that does not
+ * read them. */
+static void emit_to_call(void *ctx, const ProtobufCMessage *msg) {
+  qq_call_send_then_recv(ctx, msg, on_reflection_message);
+}
+
+static void on_reflection_message(qq_call *c, const uint8_t *data, size_t len, bool end) {
+  if (end) {
+    qq_call_finish(c, GRPC_STATUS_OK, "");
+    return;
+  }
+  qq_error err = {0};
+  Grpc__Reflection__V1alpha__ServerReflectionRequest *req = decode(data, len, &err);
+  if (!req) {
+    qq_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, err.msg);
+    return;
+  }
+  answer(req, emit_to_call, c);
   grpc__reflection__v1alpha__server_reflection_request__free_unpacked(req, NULL);
 }
 
 void qq_reflection_start(qq_call *c) { qq_call_recv_next(c, on_reflection_message); }
+
+/* The fuzz target's path: the answer is serialized as for the wire, then dropped. */
+static void emit_packed(void *ctx, const ProtobufCMessage *msg) {
+  size_t n = protobuf_c_message_get_packed_size(msg);
+  uint8_t *buf = malloc(n ? n : 1);
+  if (buf) protobuf_c_message_pack(msg, buf);
+  *(size_t *)ctx = buf ? n : 0;
+  free(buf);
+}
+
+qq_status qq_reflection_check_request(const uint8_t *data, size_t len, qq_error *err) {
+  Grpc__Reflection__V1alpha__ServerReflectionRequest *req = decode(data, len, err);
+  if (!req) return QQ_ERR_INVALID_ARG;
+  size_t packed = 0;
+  answer(req, emit_packed, &packed);
+  grpc__reflection__v1alpha__server_reflection_request__free_unpacked(req, NULL);
+  return packed ? QQ_OK : qq_error_set(err, QQ_ERR_NOMEM, "out of memory");
+}

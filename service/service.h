@@ -78,7 +78,9 @@ typedef struct qq_request_limits {
 qq_request_limits qq_request_limits_default(void);
 
 /* Decodes a serialized request of `method` ("/qquant.v1.Inference/Classify", ".../Generate",
- * ".../GetModelInfo", "/grpc.health.v1.Health/Check", ".../Watch") and validates it against lim.
+ * ".../GetModelInfo", "/grpc.health.v1.Health/Check", ".../Watch",
+ * "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": one request of the stream, answered
+ * and serialized as the server would) and validates it against lim.
  * QQ_ERR_INVALID_ARG (message names the field) for undecodable bytes, invalid UTF-8, empty input and
  * out-of-range parameters; QQ_ERR_NOT_FOUND for an unknown method. Never crashes on any input. */
 qq_status qq_service_check_request(const char *method, const uint8_t *data, size_t len,

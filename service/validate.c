@@ -184,6 +184,7 @@ qq_status qq_service_check_request(const char *method, const uint8_t *data, size
       grpc__health__v1__health_check_request__free_unpacked(r, NULL);
       return st;
     }
+    case QQ_M_REFLECTION: return qq_reflection_check_request(data, len, err);
     default: return qq_error_set(err, QQ_ERR_NOT_FOUND, "unknown method '%s'", method);
   }
 }

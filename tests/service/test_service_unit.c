@@ -194,6 +194,30 @@ static void test_check_bytes(void **state) {
                    QQ_ERR_INVALID_ARG);
 }
 
+#define REFL "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
+
+static void test_check_reflection(void **state) {
+  Grpc__Reflection__V1alpha__ServerReflectionRequest r = GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_REQUEST__INIT;
+  r.message_request_case = GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_LIST_SERVICES;
+  r.list_services = "";
+  check_req(REFL, &r.base, QQ_OK, "");
+  r.message_request_case = GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_CONTAINING_SYMBOL;
+  r.file_containing_symbol = "qquant.v1.Inference.Generate";
+  check_req(REFL, &r.base, QQ_OK, "");
+  r.file_containing_symbol = "no.such.Symbol"; /* answered with an error response: still a valid request */
+  check_req(REFL, &r.base, QQ_OK, "");
+  r.file_containing_symbol = "bad\xc3";
+  check_req(REFL, &r.base, QQ_ERR_INVALID_ARG, "UTF-8");
+  r.message_request_case = GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_BY_FILENAME;
+  r.file_by_filename = "grpc/health/v1/health.proto";
+  check_req(REFL, &r.base, QQ_OK, "");
+  qq_request_limits lim = qq_request_limits_default();
+  qq_error err = {0};
+  static const uint8_t junk[] = {0xff, 0xff, 0xff, 0xff, 0x0f};
+  assert_int_equal(qq_service_check_request(REFL, junk, sizeof junk, &lim, &err), QQ_ERR_INVALID_ARG);
+  assert_non_null(strstr(err.msg, "ServerReflectionRequest"));
+}
+
 static void test_metrics_text(void **state) {
   qq_metrics *m = NULL;
   qq_error err = {0};
@@ -226,7 +250,8 @@ int main(void) {
       cmocka_unit_test(test_config_defaults), cmocka_unit_test(test_config_env_then_flags),
       cmocka_unit_test(test_config_errors),   cmocka_unit_test(test_utf8),
       cmocka_unit_test(test_check_generate),  cmocka_unit_test(test_check_classify),
-      cmocka_unit_test(test_check_bytes),     cmocka_unit_test(test_metrics_text),
+      cmocka_unit_test(test_check_bytes),     cmocka_unit_test(test_check_reflection),
+      cmocka_unit_test(test_metrics_text),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
