@@ -208,20 +208,51 @@ bool qq_config_linear_is_quantized(const qq_config *cfg, const char *module);
 /* Called while tensor bytes are written: bytes_done of bytes_total, tensor being written. */
 typedef void (*qq_synth_progress_fn)(void *user, const char *tensor, uint64_t bytes_done, uint64_t bytes_total);
 
+/* (added) Quantized linears: a module above model/ (quantize/synth.c writes AutoAWQ, GPTQ and
+ * compressed-tensors this way) replaces each decoder-layer linear's "<module>.weight" [n, k] by the
+ * tensors "<module>.<suffix>" it describes, fills their bytes, and supplies config.json's
+ * quantization_config. Embeddings, lm_head, norms and biases stay dense. */
+#define QQ_SYNTH_MAX_LIN_TENSORS 4
+typedef struct qq_synth_lin_tensor {
+  char suffix[16];   /* "qweight", "weight_scale", ... */
+  qq_dtype dtype;
+  int32_t ndim;      /* 1 or 2 */
+  int64_t shape[2];
+} qq_synth_lin_tensor;
+typedef struct qq_synth_linears {
+  /* The tensors of a linear with n outputs and k inputs: t[0..*count), *count ≤ QQ_SYNTH_MAX_LIN_TENSORS.
+   * Called for every linear before anything is written; an error (e.g. a group size that does not
+   * divide k) stops the write with the folder untouched. */
+  qq_status (*describe)(void *user, int32_t n, int32_t k, qq_synth_lin_tensor *t, int32_t *count, qq_error *err);
+  /* Bytes [offset, offset + nbytes) of tensor `part` of linear `lin` (a qq_linear_id) of `layer`.
+   * Calls come in file order, in chunks of at most 32 MiB. */
+  qq_status (*fill)(void *user, int32_t layer, int32_t lin, int32_t n, int32_t k, int32_t part, size_t offset,
+                    void *buf, size_t nbytes, qq_error *err);
+  const char *quantization_config; /* a JSON object (copied into config.json) */
+  void *user;
+} qq_synth_linears;
+
 typedef struct qq_synth_options {
   const char *shape;        /* "tiny", "qwen2.5-0.5b", "qwen2.5-1.5b", "qwen2.5-7b" (qq_synth_shapes) */
   uint64_t seed;            /* weights are a pure function of (seed, tensor, element) */
-  qq_dtype dtype;           /* QQ_DTYPE_BF16 (default) or QQ_DTYPE_F32 */
+  qq_dtype dtype;           /* QQ_DTYPE_BF16 (default) or QQ_DTYPE_F32: the dense tensors */
   bool force;               /* write into a non-empty folder (else QQ_ERR_EXISTS) */
   size_t max_shard_bytes;   /* default 2 GiB */
   qq_synth_progress_fn progress; /* optional */
   void *user;
+  const qq_synth_linears *linears; /* (added) NULL: dense linears (borrowed for the call) */
+  int32_t n_threads;        /* (added) threads generating values; 0 = qq_cpu_default_threads(). The
+                             * bytes do not depend on it. */
 } qq_synth_options;
-qq_synth_options qq_synth_options_default(void); /* tiny, seed 0, BF16, 2 GiB shards */
+qq_synth_options qq_synth_options_default(void); /* tiny, seed 0, BF16, 2 GiB shards, dense */
 /* NULL-terminated list of the shape names. */
 const char *const *qq_synth_shapes(void);
-/* Total bytes of tensor data the shape has in dtype (0 for an unknown shape). */
+/* Total bytes of tensor data the shape has in dtype with dense linears (0 for an unknown shape). */
 uint64_t qq_synth_bytes(const char *shape, qq_dtype dtype);
+/* (added) The configuration qq_synth_write writes for opt, parsed (free with qq_config_free):
+ * the shape's dimensions for code that needs them before writing. QQ_ERR_INVALID_ARG for an unknown
+ * shape, a dtype other than BF16/F32 or a quantization_config that is not a JSON object. */
+qq_status qq_synth_config(const qq_synth_options *opt, qq_config *out, qq_error *err);
 qq_status qq_synth_write(const char *dir, const qq_synth_options *opt, qq_error *err);
 
 /* ================================ tokenizer ================================ */

@@ -1,6 +1,7 @@
 /* test_synth.c — `qquant synth` checkpoints: the tiny shape loads (config + weights + check_weights),
- * weights follow the documented distribution and are reproducible, the tokenizer.json is a valid
- * byte-level BPE whose ids fit the config, sharding and --force behave. */
+ * weights follow the documented distribution and are reproducible (whatever the threads), the
+ * tokenizer.json is a valid byte-level BPE whose ids fit the config, sharding and --force behave.
+ * The quantized formats are in test_synth_quant.c. */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
@@ -57,6 +58,20 @@ static void test_tiny_loads(void **state) {
   assert_true(fabs(mean) < 1e-3);
   assert_true(fabs(sd - 0.02) < 0.02 * 0.03);
   assert_true(mx > 0.06 && mx < 0.02 * 7); /* tails exist (>3 sigma) but nothing absurd */
+  /* The shape, not only the moments (the ziggurat's layers and tail): P(|z| < 0.5) = 0.3829,
+   * P(|z| > 2) = 0.0455, P(|z| > 3) = 0.0027. With n = 65,536 their standard errors are 0.0019,
+   * 0.0008 and 0.0002; the bounds are about 5 of those. bf16 rounding moves a value by < 0.4 %,
+   * which shifts these fractions by < 1e-3. */
+  double in05 = 0, out2 = 0, out3 = 0;
+  for (int64_t i = 0; i < t->numel; i++) {
+    double z = fabs(f[i]) / 0.02;
+    in05 += z < 0.5;
+    out2 += z > 2.0;
+    out3 += z > 3.0;
+  }
+  assert_true(fabs(in05 / (double)t->numel - 0.3829) < 0.01);
+  assert_true(fabs(out2 / (double)t->numel - 0.0455) < 0.005);
+  assert_true(fabs(out3 / (double)t->numel - 0.0027) < 0.0012);
   free(f);
   t = qq_weights_find(w, "model.layers.1.post_attention_layernorm.weight");
   for (int64_t i = 0; i < t->numel; i++) assert_int_equal(((const uint16_t *)t->data)[i], 0x3f80); /* bf16 1.0 */
@@ -118,7 +133,16 @@ static void test_tiny_loads(void **state) {
 
 static void test_reproducible_and_sharded(void **state) {
   (void)state;
-  char *a = write_tiny(1, QQ_DTYPE_F32, 0), *b = write_tiny(1, QQ_DTYPE_F32, 300000), *c = write_tiny(2, QQ_DTYPE_F32, 0);
+  char *a = write_tiny(1, QQ_DTYPE_F32, 0), *c = write_tiny(2, QQ_DTYPE_F32, 0);
+  /* b: sharded, and written with another thread count (values are split over threads per chunk) */
+  char *b = qq_test_tmpdir("synth");
+  qq_synth_options bo = qq_synth_options_default();
+  bo.seed = 1;
+  bo.dtype = QQ_DTYPE_F32;
+  bo.max_shard_bytes = 300000;
+  bo.n_threads = 3;
+  qq_error berr = {0};
+  QQ_ASSERT_OK(qq_synth_write(b, &bo, &berr), &berr);
   qq_weights *wa, *wb, *wc;
   qq_error err = {0};
   QQ_ASSERT_OK(qq_weights_open(a, &wa, &err), &err);
@@ -134,7 +158,7 @@ static void test_reproducible_and_sharded(void **state) {
   QQ_ASSERT_OK(qq_config_check_weights(&cfg, wb, &err), &err);
   assert_string_equal(cfg.torch_dtype, "float32");
   qq_config_free(&cfg);
-  /* Same seed: the same bytes whatever the sharding; another seed: different matrices. */
+  /* Same seed: the same bytes whatever the sharding and threads; another seed: different matrices. */
   assert_int_equal(qq_weights_count(wa), qq_weights_count(wb));
   for (size_t i = 0; i < qq_weights_count(wa); i++) {
     const qq_tensor_info *x = qq_weights_at(wa, i), *y = qq_weights_find(wb, x->name), *z = qq_weights_find(wc, x->name);
@@ -175,6 +199,28 @@ static void test_options(void **state) {
   assert_int_equal(qq_synth_bytes("qwen2.5-1.5b", QQ_DTYPE_BF16), 2ull * 1543714304ull);
   assert_int_equal(qq_synth_bytes("qwen2.5-7b", QQ_DTYPE_BF16), 2ull * 7615616512ull);
   assert_int_equal(qq_synth_bytes("nope", QQ_DTYPE_BF16), 0);
+  /* qq_synth_config: the config.json the write produces, parsed */
+  qq_config c, w;
+  o = qq_synth_options_default();
+  o.shape = "qwen2.5-1.5b";
+  QQ_ASSERT_OK(qq_synth_config(&o, &c, &err), &err);
+  assert_int_equal(c.hidden_size, 1536);
+  assert_int_equal(c.intermediate_size, 8960);
+  assert_int_equal(c.num_layers, 28);
+  assert_int_equal(c.num_kv_heads, 2);
+  assert_true(c.tie_word_embeddings);
+  assert_int_equal(c.quant.method, QQ_QUANT_NONE);
+  qq_config_free(&c);
+  o = qq_synth_options_default();
+  QQ_ASSERT_OK(qq_synth_config(&o, &c, &err), &err);
+  QQ_ASSERT_OK(qq_config_load(dir, &w, &err), &err);
+  assert_int_equal(c.vocab_size, w.vocab_size);
+  assert_int_equal(c.eos_token_ids[0], w.eos_token_ids[0]);
+  assert_int_equal(c.intermediate_size, w.intermediate_size);
+  qq_config_free(&c);
+  qq_config_free(&w);
+  o.shape = "nope";
+  assert_int_equal(qq_synth_config(&o, &c, &err), QQ_ERR_INVALID_ARG);
   qq_test_rmtree(dir);
   free(dir);
 }
