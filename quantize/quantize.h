@@ -220,6 +220,39 @@ size_t qq_quantized_peak_rss(const qq_quantized *q);  /* bytes, getrusage at the
 qq_status qq_quantized_write(const qq_quantized *q, const char *src_dir, const char *out_dir, bool overwrite,
                              size_t max_shard_bytes, const char *report_json, qq_error *err);
 
+/* ================================ synthetic checkpoints ================================
+ * (added) `qquant synth --format awq|gptq|w8a8` (synth.c): a qq_synth_write checkpoint (model.h) whose
+ * decoder linears hold RANDOM codes in the layouts above, packed by the functions above, with the
+ * quantization_config qq_quantized_write writes for the matching method (AWQ, GPTQ, SmoothQuant).
+ * Embeddings, lm_head, norms and biases are dense, as in real checkpoints. No calibration and no fp32
+ * weights: each linear is generated and packed while it is written (memory: one linear). */
+typedef struct qq_synth_quant {
+  qq_out_format format;  /* QQ_OUT_AWQ, QQ_OUT_GPTQ, or QQ_OUT_CT = W8A8 (int8 per-channel weights,
+                          * dynamic per-token int8 activations) */
+  int32_t bits;          /* 0: the format's (4; W8A8 8). AWQ 4; GPTQ 3, 4 or 8; W8A8 8 */
+  int32_t group_size;    /* 0: 128, or 64 / 32 when 128 does not divide every linear's input width (tiny:
+                          * 32); else 128, 64, 32 or -1 (per channel). W8A8: per channel only */
+  bool sym;              /* zero points fixed at 2^(bits-1) (AWQ: zero_point false). W8A8: must be true */
+} qq_synth_quant;
+/* AWQ: asymmetric; GPTQ and W8A8: symmetric; default bits and group size. */
+qq_synth_quant qq_synth_quant_default(qq_out_format f);
+/* Fills in the defaults for o's shape and checks the combination (QQ_ERR_INVALID_ARG naming the option). */
+qq_status qq_synth_quant_resolve(const qq_synth_options *o, const qq_synth_quant *in, qq_synth_quant *out,
+                                 qq_error *err);
+/* Writes the checkpoint (qq_synth_write with o->linears replaced). Shapes a layout cannot hold fail
+ * before the folder is touched, naming the linear. */
+qq_status qq_synth_quant_write(const char *dir, const qq_synth_options *o, const qq_synth_quant *q, qq_error *err);
+/* The canonical weight qq_synth_quant_write packs for linear id of layer (n outputs, k inputs) under
+ * seed and p (resolved bits, group size, sym): codes uniform in [0, 2^bits), zero points 2^(bits-1)
+ * (sym) or uniform in [2^(bits-1) - 2, 2^(bits-1) + 1], F16-exact scales making the dequantized
+ * weights' std about 0.02. q is allocated here (qq_qweight_free). */
+qq_status qq_synth_qweight(uint64_t seed, int32_t layer, qq_linear_id id, int32_t n, int32_t k, const qq_qparams *p,
+                           qq_qweight *q, qq_error *err);
+/* The W8A8 weight it writes: codes [n][k] uniform in [-127, 127], scales [n] (std about 0.02) rounded to
+ * scale_dtype (the model dtype). Arrays are the caller's. */
+void qq_synth_w8a8(uint64_t seed, int32_t layer, qq_linear_id id, int32_t n, int32_t k, qq_scale_dtype scale_dtype,
+                   int8_t *codes, float *scales);
+
 #ifdef __cplusplus
 }
 #endif

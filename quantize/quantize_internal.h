@@ -3,6 +3,8 @@
 #ifndef QQ_QUANTIZE_INTERNAL_H
 #define QQ_QUANTIZE_INTERNAL_H
 
+#include <cjson/cJSON.h>
+
 #include "quantize.h"
 
 /* One quantized linear: QINT codes (q) or W8A8 codes (codes8 / scales8), and its bias after folding. */
@@ -31,5 +33,10 @@ struct qq_quantized {
   size_t peak_rss;
   double seconds;
 };
+
+/* config.json's "quantization_config" for options o written in the resolved format (writer.c; also
+ * used by synth.c so that synthetic checkpoints carry exactly what the quantizer writes). NULL when out
+ * of memory. */
+cJSON *qq_quant_config_json(const qq_quantize_options *o, qq_out_format format, qq_task task);
 
 #endif

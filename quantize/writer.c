@@ -140,19 +140,18 @@ static qq_status emit_linear(const qq_quantized *q, const qq_qlinear *ql, const 
   return tl_add(tl, pl, name, QQ_DTYPE_I32, 1, k, 0, pg, err);
 }
 
-static cJSON *quant_config_json(const qq_quantized *q) {
-  const qq_quantize_options *o = &q->opt;
+cJSON *qq_quant_config_json(const qq_quantize_options *o, qq_out_format format, qq_task task) {
   cJSON *j = cJSON_CreateObject();
   if (!j) return NULL;
-  const char *head = q->cfg.task == QQ_TASK_SEQ_CLS ? "score" : "lm_head";
-  if (q->format == QQ_OUT_AWQ) {
+  const char *head = task == QQ_TASK_SEQ_CLS ? "score" : "lm_head";
+  if (format == QQ_OUT_AWQ) {
     cJSON_AddStringToObject(j, "quant_method", "awq");
     cJSON_AddNumberToObject(j, "bits", o->bits);
     cJSON_AddNumberToObject(j, "group_size", o->group_size);
     cJSON_AddBoolToObject(j, "zero_point", !o->sym);
     cJSON_AddStringToObject(j, "version", "gemm");
     cJSON_AddNullToObject(j, "modules_to_not_convert");
-  } else if (q->format == QQ_OUT_GPTQ) {
+  } else if (format == QQ_OUT_GPTQ) {
     cJSON_AddStringToObject(j, "quant_method", "gptq");
     cJSON_AddNumberToObject(j, "bits", o->bits);
     cJSON_AddNumberToObject(j, "group_size", o->group_size);
@@ -357,7 +356,7 @@ qq_status qq_quantized_write(const qq_quantized *q, const char *src_dir, const c
   if ((st = qq_weights_write_dir(out_dir, tl.t, tl.n, max_shard_bytes, mk, mv, 1, err))) goto done;
   cJSON_DeleteItemFromObjectCaseSensitive(cfg, "quantization_config");
   cJSON_DeleteItemFromObjectCaseSensitive(cfg, "qquant");
-  cJSON *qc = quant_config_json(q), *meta = qquant_meta_json(q);
+  cJSON *qc = qq_quant_config_json(&q->opt, q->format, q->cfg.task), *meta = qquant_meta_json(q);
   if (!qc || !meta) {
     cJSON_Delete(qc);
     cJSON_Delete(meta);
