@@ -1,12 +1,48 @@
 /* test_formats.c — the test vectors of docs/formats.md (AutoAWQ gemm, GPTQ v1 4- and 3-bit,
  * compressed-tensors int8), packing by quantize/ and unpacking by model/qformat back to the canonical
- * form, and malformed tensors rejected with the tensor's name. */
+ * form, and malformed tensors rejected with the tensor's name. The packed words are read from the
+ * document itself (its "vector ID TENSOR = ..." lines, $QQ_SOURCE_DIR/docs/formats.md), so the page
+ * and the code cannot drift apart. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "qformat.h"
 #include "quantize.h"
 #include "testutil.h"
+
+/* Values of the line "vector <id> <tensor> = v0 v1 ..." of docs/formats.md (numbers in C syntax:
+ * 0x... or decimal). Fails the test when the document or the line is missing, or when the line does
+ * not hold exactly `count` values. */
+static void doc_vector(const char *id, const char *tensor, uint32_t *out, int count) {
+  const char *src = getenv("QQ_SOURCE_DIR");
+  char path[4096];
+  snprintf(path, sizeof path, "%s/docs/formats.md", src && *src ? src : ".");
+  FILE *f = fopen(path, "r");
+  if (!f) fail_msg("cannot open %s (set QQ_SOURCE_DIR to the repository root)", path);
+  char key[256], line[4096];
+  snprintf(key, sizeof key, "vector %s %s = ", id, tensor);
+  int got = -1;
+  while (fgets(line, sizeof line, f)) {
+    const char *p = line;
+    while (*p == ' ') p++;
+    if (strncmp(p, key, strlen(key))) continue;
+    p += strlen(key);
+    got = 0;
+    for (;;) {
+      char *end;
+      unsigned long v = strtoul(p, &end, 0);
+      if (end == p) break;
+      if (got < count) out[got] = (uint32_t)v;
+      got++;
+      p = end;
+    }
+    break;
+  }
+  fclose(f);
+  if (got < 0) fail_msg("%s: no line \"%s...\"", path, key);
+  if (got != count) fail_msg("%s: \"%s\" holds %d values, the layout has %d", path, key, got, count);
+}
 
 /* A tiny tensor table standing in for a checkpoint. */
 typedef struct table {
@@ -57,12 +93,17 @@ static void test_awq_vector(void **state) {
   qq_error err = {0};
   QQ_ASSERT_OK(qq_awq_pack(&q, qweight, qzeros, scales, &err), &err);
   /* Nibble i (bits 4i..4i+3) holds column AWQ_ORDER[i] = 0,2,4,6,1,3,5,7. */
-  assert_int_equal((uint32_t)qweight[0], 0x75316420u);
-  assert_int_equal((uint32_t)qweight[1], 0x8ACE9BDFu);
-  assert_int_equal((uint32_t)qzeros[0], 0x86427531u);
-  assert_int_equal(scales[0], 0x3800); /* 0.5 in fp16 */
-  assert_int_equal(scales[7], 0x4400); /* 4.0 */
-  /* Back through the loader. */
+  uint32_t dw[2], dz[1], ds[8];
+  doc_vector("awq-gemm", "qweight", dw, 2);
+  doc_vector("awq-gemm", "qzeros", dz, 1);
+  doc_vector("awq-gemm", "scales", ds, 8);
+  for (int i = 0; i < 2; i++) assert_int_equal((uint32_t)qweight[i], dw[i]);
+  assert_int_equal((uint32_t)qzeros[0], dz[0]);
+  for (int i = 0; i < 8; i++) assert_int_equal(scales[i], ds[i]);
+  /* The document's words back through the loader. */
+  for (int i = 0; i < 2; i++) qweight[i] = (int32_t)dw[i];
+  qzeros[0] = (int32_t)dz[0];
+  for (int i = 0; i < 8; i++) scales[i] = (uint16_t)ds[i];
   table tb = {.n = 0};
   table_add(&tb, "m.qweight", QQ_DTYPE_I32, 2, 2, 1, qweight);
   table_add(&tb, "m.qzeros", QQ_DTYPE_I32, 2, 1, 1, qzeros);
@@ -114,10 +155,22 @@ static void test_gptq_vector_4bit(void **state) {
   int32_t qweight[8], qzeros[1], g_idx[8];
   uint16_t scales[8];
   QQ_ASSERT_OK(qq_gptq_pack(&q, qweight, qzeros, scales, g_idx, &err), &err);
-  assert_int_equal((uint32_t)qweight[0], 0x76543210u); /* column 0: inputs 0..7, input c at bits 4c */
-  assert_int_equal((uint32_t)qweight[1], 0x87654321u);
-  assert_int_equal((uint32_t)qzeros[0], 0x76543210u); /* zero − 1 per column */
-  for (int c = 0; c < 8; c++) assert_int_equal(g_idx[c], 0);
+  /* column r: inputs 0..7, input c at bits 4c; qzeros: zero − 1 per column */
+  uint32_t dw[8], dz[1], ds[8], dg[8];
+  doc_vector("gptq-4bit", "qweight", dw, 8);
+  doc_vector("gptq-4bit", "qzeros", dz, 1);
+  doc_vector("gptq-4bit", "scales", ds, 8);
+  doc_vector("gptq-4bit", "g_idx", dg, 8);
+  for (int i = 0; i < 8; i++) {
+    assert_int_equal((uint32_t)qweight[i], dw[i]);
+    assert_int_equal(scales[i], ds[i]);
+    assert_int_equal((uint32_t)g_idx[i], dg[i]);
+    qweight[i] = (int32_t)dw[i];
+    scales[i] = (uint16_t)ds[i];
+    g_idx[i] = (int32_t)dg[i];
+  }
+  assert_int_equal((uint32_t)qzeros[0], dz[0]);
+  qzeros[0] = (int32_t)dz[0];
   table tb = {.n = 0};
   table_add(&tb, "l.qweight", QQ_DTYPE_I32, 2, 1, 8, qweight);
   table_add(&tb, "l.qzeros", QQ_DTYPE_I32, 2, 1, 1, qzeros);
@@ -162,9 +215,24 @@ static void test_gptq_vector_3bit(void **state) {
   int32_t qweight[3 * 32], qzeros[2 * 3], g_idx[32];
   uint16_t scales[2 * 32];
   QQ_ASSERT_OK(qq_gptq_pack(&q, qweight, qzeros, scales, g_idx, &err), &err);
-  assert_int_equal((uint32_t)qweight[0 * 32 + 0], 0x88FAC688u);
-  assert_int_equal((uint32_t)qweight[1 * 32 + 0], 0xC688FAC6u);
-  assert_int_equal((uint32_t)qweight[2 * 32 + 0], 0xFAC688FAu);
+  uint32_t dv[32];
+  for (int col = 0; col < 2; col++) {
+    char name[32];
+    snprintf(name, sizeof name, "qweight[:,%d]", col);
+    doc_vector("gptq-3bit", name, dv, 3);
+    for (int i = 0; i < 3; i++) assert_int_equal((uint32_t)qweight[i * 32 + col], dv[i]);
+  }
+  for (int g = 0; g < 2; g++) {
+    char name[32];
+    snprintf(name, sizeof name, "qzeros[%d]", g);
+    doc_vector("gptq-3bit", name, dv, 3);
+    for (int i = 0; i < 3; i++) assert_int_equal((uint32_t)qzeros[g * 3 + i], dv[i]);
+  }
+  doc_vector("gptq-3bit", "scales[:,0]", dv, 2);
+  assert_int_equal(scales[0], dv[0]);
+  assert_int_equal(scales[32], dv[1]);
+  doc_vector("gptq-3bit", "g_idx", dv, 32);
+  for (int c = 0; c < 32; c++) assert_int_equal((uint32_t)g_idx[c], dv[c]);
   table tb = {.n = 0};
   table_add(&tb, "x.qweight", QQ_DTYPE_I32, 2, 3, 32, qweight);
   table_add(&tb, "x.qzeros", QQ_DTYPE_I32, 2, 2, 3, qzeros);
@@ -196,9 +264,18 @@ static void test_bits_stream(void **state) {
 
 static void test_compressed_tensors(void **state) {
   (void)state;
-  /* W8A8: weight I8 [2][4], weight_scale BF16 [2][1]. */
-  const int8_t w[8] = {-127, 0, 5, 127, 1, -2, 3, -4};
-  const uint16_t ws[2] = {0x3F80, 0x3F00}; /* bf16 1.0, 0.5 */
+  /* W8A8: weight I8 [2][4], weight_scale BF16 [2][1], from the document's bytes. */
+  const int8_t expect_w[8] = {-127, 0, 5, 127, 1, -2, 3, -4};
+  uint32_t dw[8], ds[2];
+  doc_vector("ct-int8", "weight", dw, 8);
+  doc_vector("ct-int8", "weight_scale", ds, 2);
+  int8_t w[8];
+  for (int i = 0; i < 8; i++) {
+    w[i] = (int8_t)(uint8_t)dw[i];
+    assert_int_equal(w[i], expect_w[i]);
+  }
+  const uint16_t ws[2] = {(uint16_t)ds[0], (uint16_t)ds[1]};
+  assert_true(qq_bf16_to_f32(ws[0]) == 1.0f && qq_bf16_to_f32(ws[1]) == 0.5f);
   table tb = {.n = 0};
   table_add(&tb, "c.weight", QQ_DTYPE_I8, 2, 2, 4, w);
   table_add(&tb, "c.weight_scale", QQ_DTYPE_BF16, 2, 2, 1, ws);
