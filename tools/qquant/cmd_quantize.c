@@ -32,7 +32,7 @@ static void usage(FILE *f) {
           "                      3-bit → GPTQ layout, gptq → GPTQ, smoothquant → compressed-tensors W8A8,\n"
           "                      rtn 8-bit sym per-channel → compressed-tensors W8A16)\n"
           "  --calib FILE        calibration text: .jsonl with a \"text\" field, or plain text\n"
-          "                      (required by gptq, awq, smoothquant)\n"
+          "                      (required by gptq, awq, smoothquant; rtn only records its sha256)\n"
           "  --calib-samples N   windows of calibration tokens (default 128)\n"
           "  --calib-seqlen L    tokens per window (default 512)\n"
           "  --seed S            window sampling seed (default 0)\n"
@@ -353,7 +353,9 @@ static int run(int argc, char **argv) {
     cJSON_AddNumberToObject(rep, "activation_bytes",
                             (double)calib->n_samples * calib->seqlen * cfg.hidden_size * sizeof(float));
   if (err_n) printf("\nmean relative output error over the linears: %.5f\n", err_sum / err_n);
-  else printf("\nrelative output errors need calibration data (--calib)\n");
+  else if (method == QQ_METHOD_RTN)
+    printf("\nrtn runs no calibration pass, so there are no relative output errors (gptq / awq / smoothquant report them)\n");
+  else printf("\nno relative output errors were computed\n");
   printf("seconds: calibration data %.2f, load %.2f, quantize %.2f, write %.2f, total %.2f; peak memory %.1f MiB\n",
          t_calib, t_load, t_quant, t_write, t_total, (double)rss / 1048576.0);
   char *txt = cJSON_Print(rep);
