@@ -31,10 +31,12 @@ class Drain(unittest.TestCase):
         return ts
 
     def test_sigterm_with_32_open_streams(self):
-        # 16 streams of 400 tokens cannot finish within a 3 s grace period on 2 cores: they end UNAVAILABLE.
-        # 16 streams of 24 tokens are still running at SIGTERM and finish during the drain (measured: about
-        # 1 s for 24 tokens among 32 sequences in the release build; under ASan they may not make it).
-        s = q.Server(q.LM, ["--kv-blocks", "1024", "--max-seq-len", "512", "--drain-seconds", "3"])
+        # 16 short streams (24 tokens) and 16 long ones (1,500 tokens) in one batch. SIGTERM comes once the
+        # server has generated about 18 tokens for each sequence (they advance together, one token per
+        # step): the short ones finish during the 8 s grace period (6 more steps), the long ones cannot
+        # (they would need ~1,480 steps of under 5.4 ms each; measured here: tens of ms per step).
+        SHORT, LONG, GRACE = 24, 1500, 8
+        s = q.Server(q.LM, ["--kv-blocks", "2048", "--max-seq-len", "2048", "--drain-seconds", str(GRACE)])
         watch = s.stream("/grpc.health.v1.Health/Watch", q.HealthCheckRequest(service=""), q.HealthCheckResponse)
         self.assertEqual(next(watch).status, q.SERVING)
         # the C client's Watch prints each status as it arrives
@@ -43,12 +45,13 @@ class Drain(unittest.TestCase):
                                   stderr=subprocess.PIPE, text=True)
         self.assertEqual(cwatch.stdout.readline().strip(), "SERVING")
         results = {}
-        lengths = lambda k: 400 if k % 2 == 0 else 24
+        lengths = lambda k: LONG if k % 2 == 0 else SHORT
         ts = self.run_streams(s, 32, lengths, results)
-        deadline = time.time() + 60
-        while s.metric("qquant_active_sequences") != 32 and time.time() < deadline:
-            time.sleep(0.05)
+        deadline = time.time() + 120
+        while (s.metric("qquant_tokens_total", 'kind="generated"') or 0) < 32 * (SHORT - 6) and time.time() < deadline:
+            time.sleep(0.02)
         self.assertEqual(s.metric("qquant_active_sequences"), 32)
+        self.assertEqual(s.metric("qquant_requests_total", 'method="Generate",code="OK"'), 0)  # none done yet
         t0 = time.time()
         s.proc.send_signal(15)
         self.assertEqual(next(watch).status, q.NOT_SERVING)
@@ -64,28 +67,25 @@ class Drain(unittest.TestCase):
                 refused = e.code()
             self.assertEqual(refused, grpc.StatusCode.UNAVAILABLE)
         rc = s.stop(timeout=60)
+        elapsed = time.time() - t0
         # the watch ends with the server: UNAVAILABLE, exit status 10 + 14
         out, err = cwatch.communicate(timeout=30)
         self.assertEqual((cwatch.returncode, out), (10 + grpc.StatusCode.UNAVAILABLE.value[0], ""), err)
-        elapsed = time.time() - t0
         for t in ts:
             t.join(timeout=60)
         self.assertEqual(rc, 0)
-        self.assertLess(elapsed, 3 + 10)
+        self.assertLess(elapsed, GRACE + 10)
         self.assertEqual(len(results), 32)
         codes = {}
         for k, (code, got, t_end) in results.items():
             codes[code] = codes.get(code, 0) + 1
-            self.assertGreater(t_end, t0, "stream %d ended before SIGTERM" % k)
-            if code == "OK":
-                self.assertEqual(got[-1].finish_reason, q.FINISH_LENGTH)
-                self.assertEqual(sum(len(r.token_ids) for r in got), lengths(k))
-            else:
+            n = sum(len(r.token_ids) for r in got)
+            if k % 2:  # short: completes during the drain
+                self.assertEqual((code, n, got[-1].finish_reason), ("OK", SHORT, q.FINISH_LENGTH), k)
+            else:      # long: still running when the grace period ends
                 self.assertEqual(code, "UNAVAILABLE", k)
+                self.assertLess(n, LONG, k)
         print("drain outcome:", codes, "process exit %.1f s after SIGTERM" % elapsed)
-        self.assertGreater(codes.get("UNAVAILABLE", 0), 0)
-        if os.environ.get("QQ_SERVICE_SANITIZED") != "1":
-            self.assertGreater(codes.get("OK", 0), 0)
 
     def test_sigterm_lets_short_work_finish(self):
         s = q.Server(q.LM, ["--kv-blocks", "256", "--drain-seconds", "30"])
