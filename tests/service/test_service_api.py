@@ -519,10 +519,10 @@ class Operations(unittest.TestCase):
         # --max-streams 1: while one Generate streams, a second call on the same connection waits for a
         # stream slot (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS) until its deadline; on another connection
         # it is answered at once.
-        s = q.Server(q.LM, ["--kv-blocks", "64", "--max-seq-len", "256", "--max-streams", "1"])
+        s = q.Server(q.LM, ["--kv-blocks", "256", "--max-seq-len", "2048", "--max-streams", "1"])
         try:
-            a = s.stream("/qquant.v1.Inference/Generate",
-                         q.GenerateRequest(prompt="Once upon a time", max_new_tokens=200, ignore_eos=True),
+            a = s.stream("/qquant.v1.Inference/Generate",  # far longer than 1 s; cancelled below
+                         q.GenerateRequest(prompt="Once upon a time", max_new_tokens=2000, ignore_eos=True),
                          q.GenerateResponse)
             next(a)
             c, _ = code_of(lambda: s.unary("/qquant.v1.Inference/GetModelInfo", q.GetModelInfoRequest(), q.ModelInfo,
