@@ -84,6 +84,13 @@ static void test_utf8(void **state) {
   size_t at = 0;
   assert_false(qq_utf8_valid("ab\xff", 3, &at));
   assert_int_equal(at, 2);
+  /* Why the server checks: protobuf-c decodes a proto3 `string` field holding invalid UTF-8 without
+   * complaint (GenerateRequest.prompt = "\xff\xfe"). */
+  static const uint8_t wire[] = {0x0a, 0x02, 0xff, 0xfe};
+  Qquant__V1__GenerateRequest *r = qquant__v1__generate_request__unpack(NULL, sizeof wire, wire);
+  assert_non_null(r);
+  assert_memory_equal(r->prompt, "\xff\xfe", 3);
+  qquant__v1__generate_request__free_unpacked(r, NULL);
 }
 
 static uint8_t *pack(const ProtobufCMessage *m, size_t *n) {
