@@ -42,6 +42,7 @@ extern "C" qq_status qq_cuda_ws_reserve(qq_cuda_ctx *c, size_t bytes, qq_error *
   size_t want = c->ws_bytes ? c->ws_bytes : ((size_t)16 << 20);
   while (want < bytes) want *= 2;
   QQ_CUDA_TRY(err, cudaStreamSynchronize(c->stream));
+  qq_cuda_graphs_invalidate(c);
   cudaFree(c->ws);
   c->ws = NULL;
   c->ws_bytes = 0;
@@ -71,6 +72,15 @@ extern "C" qq_status qq_cuda_meta_push(qq_cuda_ctx *c, const void *host, size_t 
   }
   c->meta_off += need;
   *dev = d;
+  return QQ_OK;
+}
+
+/* The CUDA runtime's current device is per thread, and the service's engine thread is not the thread
+ * that loaded the model: entry points that may be a thread's first call select the device. */
+static inline qq_status bind(qq_cuda_ctx *c, qq_error *err) {
+  int cur = -1;
+  if (cudaGetDevice(&cur) == cudaSuccess && cur == c->device) return QQ_OK;
+  QQ_CUDA_TRY(err, cudaSetDevice(c->device));
   return QQ_OK;
 }
 
@@ -119,6 +129,7 @@ static void abort_capture(qq_cuda_ctx *c) {
 
 static qq_status cuda_step_begin(qq_backend *be, const qq_step_desc *d, qq_error *err) {
   qq_cuda_ctx *c = qq_cuda_ctx_of(be);
+  if (bind(c, err) != QQ_OK) return QQ_ERR_CUDA;
   abort_capture(c); /* a previous captured step that failed midway (its caller never ended it) */
   c->step_epoch++;
   c->in_step = true;
@@ -157,8 +168,10 @@ static qq_status cuda_step_end(qq_backend *be, bool commit, qq_error *err) {
   c->mode = QQ_CUDA_EAGER;
   c->in_step = false;
   if (mode == QQ_CUDA_EAGER) return QQ_OK;
-  struct qq_cuda_graph *g = graph_find(c, c->step.graph_key, false);
-  if (!g) return qq_error_set(err, QQ_ERR_INTERNAL, "cuda: step_end for an unknown graph");
+  /* A warm-up that grew a workspace dropped every graph, its own entry too: make it again. */
+  struct qq_cuda_graph *g = graph_find(c, c->step.graph_key, mode == QQ_CUDA_WARMUP);
+  if (!g) return qq_error_set(err, mode == QQ_CUDA_WARMUP ? QQ_ERR_NOMEM : QQ_ERR_INTERNAL,
+                              "cuda: step_end for an unknown graph");
   if (mode == QQ_CUDA_WARMUP) {
     g->warmed = true;
     return QQ_OK;
@@ -177,11 +190,13 @@ static qq_status cuda_step_end(qq_backend *be, bool commit, qq_error *err) {
   return QQ_OK;
 }
 
-static void cuda_graphs_clear(qq_backend *be) {
-  qq_cuda_ctx *c = qq_cuda_ctx_of(be);
+extern "C" void qq_cuda_graphs_invalidate(qq_cuda_ctx *c) {
+  if (!c->n_graphs) return;
   cudaStreamSynchronize(c->stream);
   graphs_free(c);
 }
+
+static void cuda_graphs_clear(qq_backend *be) { qq_cuda_graphs_invalidate(qq_cuda_ctx_of(be)); }
 
 static bool cuda_has_graphs(const qq_backend *be) { return ((const qq_cuda_ctx *)be->impl)->graphs_enabled; }
 
@@ -262,6 +277,7 @@ static inline void touch(qq_cuda_ctx *c, const void *p) {
 
 static qq_status cuda_alloc_bytes(qq_backend *be, size_t bytes, void **out, qq_error *err) {
   *out = NULL;
+  if (bind(qq_cuda_ctx_of(be), err) != QQ_OK) return QQ_ERR_CUDA;
   QQ_CUDA_TRY(err, cudaMalloc(out, bytes ? bytes : 16));
   return QQ_OK;
 }
@@ -283,6 +299,7 @@ static qq_status cuda_upload(qq_backend *be, const float *host, size_t n, void *
   qq_cuda_ctx *c = qq_cuda_ctx_of(be);
   if (!n) return QQ_OK;
   if (not_in_graph(c, "upload", err) != QQ_OK) return err ? err->status : QQ_ERR_INVALID_ARG;
+  if (bind(c, err) != QQ_OK) return QQ_ERR_CUDA;
   touch(c, dst);
   if (c->act == QQ_ACT_F32) {
     QQ_CUDA_TRY(err, cudaMemcpyAsync(dst, host, n * sizeof(float), cudaMemcpyHostToDevice, c->stream));
@@ -298,6 +315,7 @@ static qq_status cuda_download(qq_backend *be, const void *src, size_t n, float 
   qq_cuda_ctx *c = qq_cuda_ctx_of(be);
   if (!n) return QQ_OK;
   if (not_in_graph(c, "download", err) != QQ_OK) return err ? err->status : QQ_ERR_INVALID_ARG;
+  if (bind(c, err) != QQ_OK) return QQ_ERR_CUDA;
   const void *from = src;
   if (c->act != QQ_ACT_F32) {
     qq_status st = qq_cuda_ws_reserve(c, n * sizeof(float), err);
@@ -424,6 +442,7 @@ static qq_status linear_create_impl(qq_cuda_ctx *c, const qq_linear_desc *d, cud
 
 static qq_status cuda_linear_create(qq_backend *be, const qq_linear_desc *d, qq_linear *lin, qq_error *err) {
   qq_cuda_ctx *c = qq_cuda_ctx_of(be);
+  if (bind(c, err) != QQ_OK) return QQ_ERR_CUDA;
   cuda_linear *cl = (cuda_linear *)calloc(1, sizeof *cl);
   if (!cl) return qq_error_set(err, QQ_ERR_NOMEM, "out of memory");
   lin->impl = cl;

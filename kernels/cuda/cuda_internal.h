@@ -129,7 +129,11 @@ enum qq_cuda_mode { QQ_CUDA_EAGER = 0, QQ_CUDA_WARMUP = 1, QQ_CUDA_CAPTURE = 2, 
 
 static inline qq_cuda_ctx *qq_cuda_ctx_of(qq_backend *be) { return (qq_cuda_ctx *)be->impl; }
 
-/* Ensures ctx->ws holds at least `bytes` (synchronizes and reallocates when it must grow). */
+/* Drops every captured graph: called whenever a buffer a graph may use (ws, the int8 activation copy) is
+ * reallocated. */
+void qq_cuda_graphs_invalidate(qq_cuda_ctx *c);
+/* Ensures ctx->ws holds at least `bytes` (synchronizes and reallocates when it must grow; captured
+ * graphs are dropped then, since they hold the old address). */
 qq_status qq_cuda_ws_reserve(qq_cuda_ctx *c, size_t bytes, qq_error *err);
 /* Copies n bytes of host data through the metadata ring; *dev receives the device copy (valid for
  * work queued after this call, until the ring wraps past it). 16-byte aligned. */

@@ -125,6 +125,7 @@ static qq_status q8_reserve(qq_cuda_ctx *c, int32_t rows, int32_t cols, qq_error
   if (c->mode == QQ_CUDA_CAPTURE)
     return qq_error_set(err, QQ_ERR_INTERNAL, "cuda: the int8 activation buffer would grow inside a captured step");
   QQ_CUDA_TRY(err, cudaStreamSynchronize(c->stream));
+  qq_cuda_graphs_invalidate(c);
   cudaFree(c->q8);
   cudaFree(c->q8_scales);
   c->q8 = NULL;
