@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Peer benchmark for bench/bench_tokenizer.c: Hugging Face `tokenizers` encoding wikitext2-test.txt
-with the real Qwen2.5 tokenizer on ONE thread, median MB/s of N runs (same text, same call shape:
-one encode of the whole file, no special tokens added).
+with the real Qwen2.5 tokenizer on ONE thread, median MB/s of N runs (same text, same call shapes:
+one encode of the whole file, and every line with its newline as its own input of one encode_batch
+call; no special tokens added).
 
     pip install tokenizers            # in a venv
     python3 bench/tokenizer_peer.py [RUNS] [FIXTURES_DIR]
@@ -36,7 +37,16 @@ for _ in range(runs):
     enc = tok.encode(text, add_special_tokens=False)
     encs.append(nbytes / (time.perf_counter() - t0) / 1e6)
     n_ids = len(enc.ids)
+lines = text.splitlines(keepends=True)
+line_encs, n_line_ids = [], 0
+for _ in range(runs):
+    t0 = time.perf_counter()
+    out = tok.encode_batch(lines, add_special_tokens=False)
+    line_encs.append(nbytes / (time.perf_counter() - t0) / 1e6)
+    n_line_ids = sum(len(e.ids) for e in out)
 print(f"HF tokenizers {tokenizers.__version__}, Qwen2.5 tokenizer.json, {text_path} ({nbytes} bytes -> {n_ids} ids), "
       f"{runs} runs, RAYON_NUM_THREADS=1")
 print(f"load    median {statistics.median(loads):.3f} s   (min {min(loads):.3f}, max {max(loads):.3f})")
 print(f"encode  median {statistics.median(encs):.2f} MB/s (min {min(encs):.2f}, max {max(encs):.2f})")
+print(f"encode per line ({len(lines)} inputs -> {n_line_ids} ids)  median {statistics.median(line_encs):.2f} MB/s "
+      f"(min {min(line_encs):.2f}, max {max(line_encs):.2f})")
