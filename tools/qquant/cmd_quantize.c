@@ -209,7 +209,7 @@ static int run(int argc, char **argv) {
   o.calib = NULL;
   qq_calib_data *calib = NULL;
   qq_calib_data dummy = {0};
-  if (method != QQ_METHOD_RTN || calib_path) o.calib = &dummy; /* presence only, for the check */
+  if (calib_path) o.calib = &dummy; /* presence only, for the check */
   if (qq_quantize_check(&o, &cfg, &err)) {
     fprintf(stderr, "qquant: %s\n", err.msg);
     qq_config_free(&cfg);
