@@ -8,7 +8,8 @@
 #
 #   bench/quant_quality.sh BIN_DIR FIXTURES_DIR OUT_DIR [JOBS] [MODELS...]
 # JOBS (default 1) configurations run at once, each with --threads 2 (QQ_THREADS). MODELS default to
-# qwen2-tiny-lm qwen3-tiny-lm qwen2-tiny-spam-cls.
+# qwen2-tiny-lm qwen3-tiny-lm qwen2-tiny-spam-cls. QQ_QUALITY_FILTER (an extended regex on the
+# "model method options" lines) runs a subset.
 set -euo pipefail
 bin=$(realpath "$1"); fx=$(realpath "$2"); out=$(realpath -m "$3"); jobs=${4:-1}
 shift $(( $# < 4 ? $# : 4 ))
@@ -79,6 +80,6 @@ run_one() {
 export -f run_one
 export bin fx out threads calib
 
-for m in "${models[@]}"; do configs "$m"; done | xargs -P "$jobs" -L 1 bash -c 'run_one "$@"' _
+for m in "${models[@]}"; do configs "$m"; done | grep -E -- "${QQ_QUALITY_FILTER:-.}" | xargs -P "$jobs" -L 1 bash -c 'run_one "$@"' _
 cat "$out"/runs/*.jsonl > "$out/quality.jsonl"
 echo "wrote $out/quality.jsonl ($(wc -l < "$out/quality.jsonl") lines)"

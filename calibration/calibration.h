@@ -2,7 +2,7 @@
  * or plain text), reproducible token windows, and the layer-by-layer statistics the quantizers need
  * (per-channel max |x| and mean |x|, second moment H = XᵀX of each linear's input).
  *
- * Sampling protocol (docs/quantization.md): every document is tokenized without special tokens and the
+ * Sampling protocol: every document is tokenized without special tokens and the
  * documents are concatenated in file order, each followed by the separator token when one is given
  * (the model's EOS). n_samples windows of seqlen tokens start at offsets drawn uniformly from
  * [0, total − seqlen] by a splitmix64 generator seeded with `seed` (windows may overlap when the data

@@ -7,7 +7,7 @@
  * second moment H = XᵀX: ‖X Wᵀ − X Ŵᵀ‖² = tr((W − Ŵ) H (W − Ŵ)ᵀ), which costs n·k² per candidate instead
  * of tokens·n·k (65,536 calibration tokens against k ≤ 1,024 here). The objective is the output of the
  * linears themselves (AutoAWQ measures the whole attention / MLP block output for q/k/v and gate/up);
- * see docs/quantization.md.
+ * docs/quality.md has the measured effect.
  */
 #include <math.h>
 #include <stdlib.h>
