@@ -1,8 +1,9 @@
 /* bench-libs: qq_model cjson */
 /* bench_quant_eval.c — quality of a (quantized) checkpoint: perplexity on a corpus (the fixtures'
  * protocol: whole text tokenized without special tokens, non-overlapping windows of 512 tokens, mean
- * NLL of positions 1..511, each window without context), KL divergence of the next-token distributions against a reference checkpoint over the same positions, and classification
- * accuracy on a labelled jsonl (text truncated to 256 tokens, label of the last token).
+ * NLL of positions 1..511, each window without context), KL divergence of the next-token
+ * distributions against a reference checkpoint over the same positions, and classification accuracy
+ * on a labelled jsonl (text truncated to 256 tokens, label of the last token).
  *
  *   bench_quant_eval --model DIR [--ref DIR] [--ppl FILE --windows N] [--cls FILE] [--threads N]
  * prints one JSON object. (docs/quality.md is made with `qquant eval` by bench/quant_quality.sh.) */
