@@ -76,6 +76,21 @@ class LanguageModelApi(unittest.TestCase):
         self.assertEqual(text, full[:full.index(stop)])
         self.assertEqual(rs[-1].finish_reason, q.FINISH_STOP)
 
+    def test_streamed_text_is_whole_utf8_characters(self):
+        # Near-uniform sampling (temperature 100) over the 8,192-token byte-level vocabulary draws byte
+        # tokens that are pieces of multi-byte characters, or no character at all. Every message's text
+        # must be valid UTF-8 by itself (python's protobuf refuses to parse anything else), and the deltas
+        # joined must equal the offline detokenizer's text for the same ids (`qquant detokenize`, one
+        # pass over all ids; an incomplete tail becomes U+FFFD in both).
+        rs = self.s.generate(prompt="Once upon a time", max_new_tokens=240, temperature=100, seed=5, ignore_eos=True)
+        text, ids = q.joined(rs)
+        self.assertEqual(len(ids), 240)
+        r = subprocess.run([os.path.join(q.BIN, "qquant"), "detokenize", "--model", q.LM, "--skip-special"],
+                           input=" ".join(map(str, ids)).encode(), capture_output=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(text, r.stdout.decode("utf-8", errors="strict"))
+        self.assertTrue(any(ord(ch) > 0x7f for ch in text), "no multi-byte character was drawn: pick another seed")
+
     def test_sampling_is_reproducible_by_seed(self):
         kw = dict(prompt="Once upon a time", max_new_tokens=24, temperature=0.9, top_k=50, top_p=0.95, ignore_eos=True)
         a = q.joined(self.s.generate(seed=11, **kw))[1]
