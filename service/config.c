@@ -10,7 +10,7 @@
 
 extern char **environ;
 
-typedef enum opt_kind { OPT_STR, OPT_INT, OPT_DEVICE, OPT_LOGFMT } opt_kind;
+typedef enum opt_kind { OPT_STR, OPT_INT, OPT_DEVICE, OPT_LOGFMT, OPT_DTYPE } opt_kind;
 
 typedef struct opt_def {
   const char *flag; /* without the leading "--" */
@@ -30,6 +30,8 @@ static const opt_def OPTS[] = {
     INT_OPT("port", port, 0, 65535, "gRPC port (default 50051; 0 picks a free one)"),
     INT_OPT("metrics-port", metrics_port, -1, 65535, "Prometheus /metrics HTTP port (default 9090; -1 off)"),
     {"device", OPT_DEVICE, offsetof(qq_service_config, device), 0, 0, 0, "auto|cpu|cuda (default auto)"},
+    {"dtype", OPT_DTYPE, offsetof(qq_service_config, dtype), 0, 0, 0,
+     "activations on the GPU: auto|bf16|fp16|fp32 (default auto: bf16 on CUDA, fp32 on the CPU)"},
     INT_OPT("threads", threads, 0, 1024, "CPU backend threads (default: the CPUs available)"),
     INT_OPT("drain-seconds", drain_seconds, 0, 86400, "grace period for in-flight requests on SIGTERM (default 30)"),
     INT_OPT("max-queue", max_queue, 1, 1000000, "requests waiting for the engine before RESOURCE_EXHAUSTED (default 256)"),
@@ -99,6 +101,10 @@ static qq_status set_opt(qq_service_config *cfg, const opt_def *o, const char *v
       *(qq_service_device *)base = d;
       return QQ_OK;
     }
+    case OPT_DTYPE:
+      if (!qq_act_dtype_parse(val, (qq_act_dtype *)base))
+        return qq_error_set(err, QQ_ERR_INVALID_ARG, "%s: '%s' is not one of auto, bf16, fp16, fp32", where, val);
+      return QQ_OK;
     case OPT_LOGFMT:
       if (!strcmp(val, "json")) *(bool *)base = true;
       else if (!strcmp(val, "text")) *(bool *)base = false;

@@ -11,6 +11,7 @@
 #ifndef QQ_SERVICE_H
 #define QQ_SERVICE_H
 
+#include "kernels.h" /* qq_act_dtype */
 #include "qq_common.h"
 
 #ifdef __cplusplus
@@ -27,6 +28,7 @@ typedef struct qq_service_config {
   int32_t port;              /* --port, default 50051 (0: pick a free port; see qq_server_port) */
   int32_t metrics_port;      /* --metrics-port, default 9090 (0: pick; -1: no metrics endpoint) */
   qq_service_device device;  /* --device auto|cpu|cuda */
+  qq_act_dtype dtype;        /* --dtype auto|bf16|fp16|fp32 (activation precision; the CPU runs fp32) */
   int32_t threads;           /* --threads: CPU threads of the backend (0: default) */
   int32_t drain_seconds;     /* --drain-seconds, default 30 */
   int32_t max_queue;         /* --max-queue: requests waiting for the engine, default 256 */
