@@ -90,6 +90,17 @@ static qq_status plan_build(qq_cuda_ctx *c, qq_cuda_matmul_plan *p, bool with_bi
   return QQ_OK;
 }
 
+/* Sets the cache key of a (destroyed or fresh) plan. */
+static void plan_key(qq_cuda_matmul_plan *p, const qq_cuda_ctx *c, bool int8, int32_t m, int32_t n, int32_t k,
+                     bool bias) {
+  p->m = m;
+  p->n = n;
+  p->k = k;
+  p->int8 = int8;
+  p->act = c->act;
+  p->bias = bias;
+}
+
 static qq_status plan_get(qq_cuda_ctx *c, bool int8, int32_t m, int32_t n, int32_t k, bool bias,
                           qq_cuda_matmul_plan **out, qq_error *err) {
   for (int32_t i = 0; i < c->n_plans; i++) {
@@ -112,21 +123,11 @@ static qq_status plan_get(qq_cuda_ctx *c, bool int8, int32_t m, int32_t n, int32
     p = &c->plans[(size_t)(m + n + k) % QQ_CUDA_MAX_PLANS];
     plan_destroy(p);
   }
-  p->m = m;
-  p->n = n;
-  p->k = k;
-  p->int8 = int8;
-  p->act = c->act;
-  p->bias = bias;
+  plan_key(p, c, int8, m, n, k, bias);
   qq_status st = plan_build(c, p, bias, err);
-  if (st == QQ_ERR_UNSUPPORTED && bias) {
+  if (st == QQ_ERR_UNSUPPORTED && bias) { /* no algorithm with the bias epilogue: plain GEMM + bias kernel */
     plan_destroy(p);
-    p->m = m;
-    p->n = n;
-    p->k = k;
-    p->int8 = int8;
-    p->act = c->act;
-    p->bias = bias;
+    plan_key(p, c, int8, m, n, k, bias);
     st = plan_build(c, p, false, err);
   }
   if (st != QQ_OK) {
