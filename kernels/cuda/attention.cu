@@ -255,6 +255,28 @@ __device__ __forceinline__ bool locate_tile(const qq_cuda_attn_seq *seqs, int n_
   return false;
 }
 
+/* The work of one attention CTA: blockIdx.x = (tile · n_splits + split) · n_kv_heads + kv_head (file
+ * header). Finds the tile's sequence and its keys [kb, ke); false when the tile or the split does not
+ * exist for the device lengths (the CTA exits). Shared by attn_mma and attn_simt. */
+struct CtaWork {
+  int kvh, split, tile;
+  qq_cuda_attn_seq sq;
+  TileGeom g;
+  int kb, ke;
+};
+__device__ __forceinline__ bool cta_work(const AttnArgs &a, int bm, CtaWork *w) {
+  int idx = blockIdx.x;
+  w->kvh = idx % a.nkv;
+  idx /= a.nkv;
+  w->split = idx % a.n_splits;
+  const int t = idx / a.n_splits;
+  if (!locate_tile(a.seqs, a.n_seqs, a.group, bm, t, &w->sq, &w->tile)) return false;
+  w->g = tile_geom(w->sq.n_new, w->sq.n_past, a.group, bm, w->tile, a.n_splits, a.split_len);
+  if (w->split >= w->g.n_used) return false;
+  split_keys(w->g, w->split, a.split_len, &w->kb, &w->ke);
+  return true;
+}
+
 __device__ __forceinline__ float warp_max(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(kFull, v, o));
@@ -386,17 +408,11 @@ __global__ void __launch_bounds__(S::NT, S::MINB) attn_mma(const AttnArgs a) {
   const int wm = warp % S::NWM, wn = warp / S::NWM;
   const int G = a.group;
 
-  int idx = blockIdx.x;
-  const int kvh = idx % a.nkv;
-  idx /= a.nkv;
-  const int split = idx % a.n_splits, t = idx / a.n_splits;
-  qq_cuda_attn_seq sqr;
-  int tile;
-  if (!locate_tile(a.seqs, a.n_seqs, G, BM, t, &sqr, &tile)) return;
-  const TileGeom g = tile_geom(sqr.n_new, sqr.n_past, G, BM, tile, a.n_splits, a.split_len);
-  if (split >= g.n_used) return;
-  int kb, ke;
-  split_keys(g, split, a.split_len, &kb, &ke);
+  CtaWork w;
+  if (!cta_work(a, BM, &w)) return;
+  const int kvh = w.kvh, split = w.split, kb = w.kb, ke = w.ke;
+  const qq_cuda_attn_seq sqr = w.sq;
+  const TileGeom g = w.g;
   const int nkt = cdiv(ke - kb, BN);
 
   const T *q = static_cast<const T *>(a.q);
@@ -652,17 +668,11 @@ __global__ void __launch_bounds__(128) attn_simt(const AttnArgs a) {
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int G = a.group;
 
-  int idx = blockIdx.x;
-  const int kvh = idx % a.nkv;
-  idx /= a.nkv;
-  const int split = idx % a.n_splits, t = idx / a.n_splits;
-  qq_cuda_attn_seq sqr;
-  int tile;
-  if (!locate_tile(a.seqs, a.n_seqs, G, kSimtBM, t, &sqr, &tile)) return;
-  const TileGeom g = tile_geom(sqr.n_new, sqr.n_past, G, kSimtBM, tile, a.n_splits, a.split_len);
-  if (split >= g.n_used) return;
-  int kb, ke;
-  split_keys(g, split, a.split_len, &kb, &ke);
+  CtaWork w;
+  if (!cta_work(a, kSimtBM, &w)) return;
+  const int kvh = w.kvh, split = w.split, kb = w.kb, ke = w.ke;
+  const qq_cuda_attn_seq sqr = w.sq;
+  const TileGeom g = w.g;
 
   const T *q = static_cast<const T *>(a.q);
   const T *kc = static_cast<const T *>(a.kc);
