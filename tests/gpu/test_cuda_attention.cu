@@ -34,32 +34,12 @@
 #include <vector>
 
 #include "cuda_internal.h"
+#include "gpu_check.h"
 
 extern "C" __attribute__((weak)) qq_status qq_cuda_fail(qq_error *err, cudaError_t e, const char *stmt,
                                                         const char *file, int line) {
   return qq_error_set(err, QQ_ERR_CUDA, "cuda: %s failed: %s (%s:%d)", stmt, cudaGetErrorString(e), file, line);
 }
-
-#define CUDA_OK(x)                                                                                   \
-  do {                                                                                               \
-    cudaError_t e_ = (x);                                                                            \
-    if (e_ != cudaSuccess) {                                                                         \
-      printf("FATAL %s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_));               \
-      exit(1);                                                                                       \
-    }                                                                                                \
-  } while (0)
-
-static int g_checks = 0, g_failures = 0;
-#define EXPECT(c, ...)                              \
-  do {                                              \
-    ++g_checks;                                     \
-    if (!(c)) {                                     \
-      ++g_failures;                                 \
-      printf("FAIL %s:%d: ", __FILE__, __LINE__);   \
-      printf(__VA_ARGS__);                          \
-      printf("\n");                                 \
-    }                                               \
-  } while (0)
 
 /* ---- dtype helpers ---- */
 static const char *act_name(qq_act_dtype a) { return a == QQ_ACT_F32 ? "fp32" : a == QQ_ACT_BF16 ? "bf16" : "fp16"; }
@@ -94,13 +74,13 @@ static std::vector<float> decode(qq_act_dtype a, const std::vector<uint8_t> &b) 
 }
 static void *upload(const std::vector<uint8_t> &b) {
   void *d = NULL;
-  CUDA_OK(cudaMalloc(&d, b.size() ? b.size() : 16));
-  if (!b.empty()) CUDA_OK(cudaMemcpy(d, b.data(), b.size(), cudaMemcpyHostToDevice));
+  CU(cudaMalloc(&d, b.size() ? b.size() : 16));
+  if (!b.empty()) CU(cudaMemcpy(d, b.data(), b.size(), cudaMemcpyHostToDevice));
   return d;
 }
 static std::vector<uint8_t> download(const void *d, size_t n) {
   std::vector<uint8_t> b(n);
-  if (n) CUDA_OK(cudaMemcpy(b.data(), d, n, cudaMemcpyDeviceToHost));
+  if (n) CU(cudaMemcpy(b.data(), d, n, cudaMemcpyDeviceToHost));
   return b;
 }
 
@@ -108,19 +88,19 @@ static std::vector<uint8_t> download(const void *d, size_t n) {
 static qq_cuda_ctx g_ctx;
 static void ctx_init() {
   memset(&g_ctx, 0, sizeof g_ctx);
-  CUDA_OK(cudaGetDevice(&g_ctx.device));
-  CUDA_OK(cudaDeviceGetAttribute(&g_ctx.sm_count, cudaDevAttrMultiProcessorCount, g_ctx.device));
-  CUDA_OK(cudaDeviceGetAttribute(&g_ctx.cc_major, cudaDevAttrComputeCapabilityMajor, g_ctx.device));
-  CUDA_OK(cudaDeviceGetAttribute(&g_ctx.cc_minor, cudaDevAttrComputeCapabilityMinor, g_ctx.device));
+  CU(cudaGetDevice(&g_ctx.device));
+  CU(cudaDeviceGetAttribute(&g_ctx.sm_count, cudaDevAttrMultiProcessorCount, g_ctx.device));
+  CU(cudaDeviceGetAttribute(&g_ctx.cc_major, cudaDevAttrComputeCapabilityMajor, g_ctx.device));
+  CU(cudaDeviceGetAttribute(&g_ctx.cc_minor, cudaDevAttrComputeCapabilityMinor, g_ctx.device));
   int optin = 0;
-  CUDA_OK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, g_ctx.device));
+  CU(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, g_ctx.device));
   g_ctx.smem_optin = (size_t)optin;
-  CUDA_OK(cudaStreamCreateWithFlags(&g_ctx.stream, cudaStreamNonBlocking));
+  CU(cudaStreamCreateWithFlags(&g_ctx.stream, cudaStreamNonBlocking));
 }
 static void ctx_ws(size_t bytes) {
   if (bytes <= g_ctx.ws_bytes) return;
-  CUDA_OK(cudaFree(g_ctx.ws));
-  CUDA_OK(cudaMalloc(&g_ctx.ws, bytes));
+  CU(cudaFree(g_ctx.ws));
+  CU(cudaMalloc(&g_ctx.ws, bytes));
   g_ctx.ws_bytes = bytes;
 }
 
@@ -231,15 +211,14 @@ static void run_case(std::mt19937_64 &rng, const CaseSpec &cs) {
   void *dkc = upload(encode(a, kc)), *dvc = upload(encode(a, vc));
   void *dout = NULL;
   const size_t out_bytes = (size_t)B.total_rows * nh * hd * es;
-  CUDA_OK(cudaMalloc(&dout, out_bytes ? out_bytes : 16));
+  CU(cudaMalloc(&dout, out_bytes ? out_bytes : 16));
   const size_t ws = qq_cuda_attention_ws_bytes(&g_ctx, &B.p, &B.b);
   ctx_ws(ws);
 
-  qq_error err = {};
   const qq_status st = qq_cuda_attention(&g_ctx, &B.p, &B.b, dq, dk, dv, dkc, dvc, dout, &err);
-  EXPECT(st == QQ_OK, "%s: qq_cuda_attention -> %s: %s", cs.name, qq_status_name(st), err.msg);
-  CUDA_OK(cudaStreamSynchronize(g_ctx.stream));
-  CUDA_OK(cudaGetLastError());
+  CHECK(st == QQ_OK, "%s: qq_cuda_attention -> %s: %s", cs.name, qq_status_name(st), err.msg);
+  CU(cudaStreamSynchronize(g_ctx.stream));
+  CU(cudaGetLastError());
 
   /* the cache, bit for bit */
   for (auto &s : B.seqs)
@@ -251,7 +230,7 @@ static void run_case(std::mt19937_64 &rng, const CaseSpec &cs) {
       }
   const std::vector<uint8_t> kc_dev = download(dkc, cache_elems * es), vc_dev = download(dvc, cache_elems * es);
   const bool cache_ok = kc_dev == encode(a, kc) && vc_dev == encode(a, vc);
-  EXPECT(cache_ok, "%s: cache contents after the append differ", cs.name);
+  CHECK(cache_ok, "%s: cache contents after the append differ", cs.name);
 
   /* output vs fp64 reference on sampled tokens (all heads) */
   const std::vector<float> out = decode(a, download(dout, out_bytes));
@@ -321,7 +300,7 @@ static void run_case(std::mt19937_64 &rng, const CaseSpec &cs) {
   }
   const double bound = 2 * err_n + (unit_roundoff(a) + ldexp(1.0, -21)) * vmax;
   const bool ok = st == QQ_OK && cache_ok && err_k <= bound;
-  EXPECT(err_k <= bound, "%s: error %.3g above bound %.3g (naive %.3g)", cs.name, err_k, bound, err_n);
+  CHECK(err_k <= bound, "%s: error %.3g above bound %.3g (naive %.3g)", cs.name, err_k, bound, err_n);
 
   std::string shape;
   for (size_t i = 0; i < cs.seqs.size() && i < 4; ++i)
@@ -356,10 +335,9 @@ static void run_kv_copy(std::mt19937_64 &rng, qq_act_dtype a, int nkv, int hd, i
   void *ds = upload(std::vector<uint8_t>((uint8_t *)src.data(), (uint8_t *)(src.data() + nb)));
   void *dd = upload(std::vector<uint8_t>((uint8_t *)dst.data(), (uint8_t *)(dst.data() + nb)));
   qq_attn_params p = {nkv, nkv, hd, bt, 1.f};
-  qq_error err = {};
   const qq_status st = qq_cuda_kv_copy(&g_ctx, &p, dkc, dvc, (const int32_t *)ds, (const int32_t *)dd, n_tokens, &err);
-  EXPECT(st == QQ_OK, "kv_copy -> %s: %s", qq_status_name(st), err.msg);
-  CUDA_OK(cudaStreamSynchronize(g_ctx.stream));
+  CHECK(st == QQ_OK, "kv_copy -> %s: %s", qq_status_name(st), err.msg);
+  CU(cudaStreamSynchronize(g_ctx.stream));
   const size_t run = (size_t)nkv * hd;
   for (int pos = 0; pos < n_tokens; ++pos) {
     const size_t s = ((size_t)src[pos / bt] * bt + pos % bt) * run, d = ((size_t)dst[pos / bt] * bt + pos % bt) * run;
@@ -368,7 +346,7 @@ static void run_kv_copy(std::mt19937_64 &rng, qq_act_dtype a, int nkv, int hd, i
   }
   const size_t es = qq_cuda_act_size(a);
   const bool ok = download(dkc, n * es) == encode(a, kc) && download(dvc, n * es) == encode(a, vc);
-  EXPECT(ok, "kv_copy %s nkv %d hd %d bt %d n %d: cache differs", act_name(a), nkv, hd, bt, n_tokens);
+  CHECK(ok, "kv_copy %s nkv %d hd %d bt %d n %d: cache differs", act_name(a), nkv, hd, bt, n_tokens);
   printf("%-26s %-4s hd%-4d kv %-2d bt%-3d tokens %-6d %s\n", "kv_copy", act_name(a), hd, nkv, bt, n_tokens,
          ok ? "ok" : "FAIL");
   cudaFree(dkc);
@@ -382,38 +360,37 @@ static void run_rejections(std::mt19937_64 &rng) {
   Batch B = make_batch(rng, QQ_ACT_BF16, 28, 4, 128, 16, {{5, 3}, {1, 40}});
   g_ctx.act = QQ_ACT_BF16;
   void *buf = NULL;
-  CUDA_OK(cudaMalloc(&buf, 1 << 20));
-  qq_error err = {};
+  CU(cudaMalloc(&buf, 1 << 20));
   qq_attn_params p = B.p;
   p.n_kv_heads = 5;
-  EXPECT(qq_cuda_attention(&g_ctx, &p, &B.b, buf, buf, buf, buf, buf, buf, &err) == QQ_ERR_INVALID_ARG,
+  CHECK(qq_cuda_attention(&g_ctx, &p, &B.b, buf, buf, buf, buf, buf, buf, &err) == QQ_ERR_INVALID_ARG,
          "28 heads over 5 kv heads accepted");
   p = B.p;
   p.head_dim = 1024;
-  EXPECT(qq_cuda_attention(&g_ctx, &p, &B.b, buf, buf, buf, buf, buf, buf, &err) == QQ_ERR_UNSUPPORTED,
+  CHECK(qq_cuda_attention(&g_ctx, &p, &B.b, buf, buf, buf, buf, buf, buf, &err) == QQ_ERR_UNSUPPORTED,
          "head_dim 1024 accepted");
   p = B.p;
   p.block_tokens = 0;
-  EXPECT(qq_cuda_attention(&g_ctx, &p, &B.b, buf, buf, buf, buf, buf, buf, &err) == QQ_ERR_INVALID_ARG,
+  CHECK(qq_cuda_attention(&g_ctx, &p, &B.b, buf, buf, buf, buf, buf, buf, &err) == QQ_ERR_INVALID_ARG,
          "block_tokens 0 accepted");
   qq_cuda_attn_batch bad = B.b;
   bad.total_rows = 5; /* the sequences need 6 */
-  EXPECT(qq_cuda_attention(&g_ctx, &B.p, &bad, buf, buf, buf, buf, buf, buf, &err) == QQ_ERR_INVALID_ARG,
+  CHECK(qq_cuda_attention(&g_ctx, &B.p, &bad, buf, buf, buf, buf, buf, buf, &err) == QQ_ERR_INVALID_ARG,
          "inconsistent batch totals accepted");
   /* a workspace too small for the split-K partials is an error, not an overflow */
   Batch D = make_batch(rng, QQ_ACT_BF16, 28, 4, 128, 16, {{1, 20000}});
   const size_t need = qq_cuda_attention_ws_bytes(&g_ctx, &D.p, &D.b);
-  EXPECT(need > 0, "a single long decode sequence uses split-K partials");
+  CHECK(need > 0, "a single long decode sequence uses split-K partials");
   void *ws = g_ctx.ws;
   const size_t wsb = g_ctx.ws_bytes;
   g_ctx.ws = NULL;
   g_ctx.ws_bytes = 0;
-  EXPECT(qq_cuda_attention(&g_ctx, &D.p, &D.b, buf, buf, buf, buf, buf, buf, &err) == QQ_ERR_INVALID_ARG,
+  CHECK(qq_cuda_attention(&g_ctx, &D.p, &D.b, buf, buf, buf, buf, buf, buf, &err) == QQ_ERR_INVALID_ARG,
          "missing workspace accepted");
   g_ctx.ws = ws;
   g_ctx.ws_bytes = wsb;
   printf("%-26s %s\n", "rejections", "done");
-  CUDA_OK(cudaStreamSynchronize(g_ctx.stream));
+  CU(cudaStreamSynchronize(g_ctx.stream));
   cudaFree(buf);
   B.dev_free();
   D.dev_free();
@@ -439,36 +416,35 @@ static double bench_once(std::mt19937_64 &rng, qq_act_dtype a, int nh, int nkv, 
   const size_t nq = (size_t)B.total_rows * nh * hd, nk = (size_t)B.total_rows * nkv * hd;
   const size_t ncache = (size_t)B.n_blocks * bt * nkv * hd;
   void *dq, *dk, *dv, *dkc, *dvc, *dout;
-  CUDA_OK(cudaMalloc(&dq, nq * es));
-  CUDA_OK(cudaMalloc(&dout, nq * es));
-  CUDA_OK(cudaMalloc(&dk, nk * es));
-  CUDA_OK(cudaMalloc(&dv, nk * es));
-  CUDA_OK(cudaMalloc(&dkc, ncache * es));
-  CUDA_OK(cudaMalloc(&dvc, ncache * es));
+  CU(cudaMalloc(&dq, nq * es));
+  CU(cudaMalloc(&dout, nq * es));
+  CU(cudaMalloc(&dk, nk * es));
+  CU(cudaMalloc(&dv, nk * es));
+  CU(cudaMalloc(&dkc, ncache * es));
+  CU(cudaMalloc(&dvc, ncache * es));
   const bool bf = a == QQ_ACT_BF16;
   fill_random<<<1024, 256>>>((uint16_t *)dq, nq, 1, bf);
   fill_random<<<1024, 256>>>((uint16_t *)dk, nk, 2, bf);
   fill_random<<<1024, 256>>>((uint16_t *)dv, nk, 3, bf);
   fill_random<<<1024, 256>>>((uint16_t *)dkc, ncache, 4, bf);
   fill_random<<<1024, 256>>>((uint16_t *)dvc, ncache, 5, bf);
-  CUDA_OK(cudaDeviceSynchronize());
+  CU(cudaDeviceSynchronize());
   ctx_ws(qq_cuda_attention_ws_bytes(&g_ctx, &B.p, &B.b));
   cudaEvent_t e0, e1;
-  CUDA_OK(cudaEventCreate(&e0));
-  CUDA_OK(cudaEventCreate(&e1));
+  CU(cudaEventCreate(&e0));
+  CU(cudaEventCreate(&e1));
   std::vector<float> ms;
-  qq_error err = {};
   for (int it = 0; it < iters + 3; ++it) {
-    CUDA_OK(cudaEventRecord(e0, g_ctx.stream));
+    CU(cudaEventRecord(e0, g_ctx.stream));
     const qq_status st = qq_cuda_attention(&g_ctx, &B.p, &B.b, dq, dk, dv, dkc, dvc, dout, &err);
     if (st != QQ_OK) {
       printf("FATAL bench: %s\n", err.msg);
       exit(1);
     }
-    CUDA_OK(cudaEventRecord(e1, g_ctx.stream));
-    CUDA_OK(cudaEventSynchronize(e1));
+    CU(cudaEventRecord(e1, g_ctx.stream));
+    CU(cudaEventSynchronize(e1));
     float t = 0;
-    CUDA_OK(cudaEventElapsedTime(&t, e0, e1));
+    CU(cudaEventElapsedTime(&t, e0, e1));
     if (it >= 3) ms.push_back(t);
   }
   std::sort(ms.begin(), ms.end());
@@ -486,7 +462,7 @@ static double bench_once(std::mt19937_64 &rng, qq_act_dtype a, int nh, int nkv, 
 
 static int bench(std::mt19937_64 &rng) {
   cudaDeviceProp prop;
-  CUDA_OK(cudaGetDeviceProperties(&prop, g_ctx.device));
+  CU(cudaGetDeviceProperties(&prop, g_ctx.device));
   printf("# device %s, %d SMs; qq_cuda_attention = append kernel + attention (+ split-K combine)\n", prop.name,
          g_ctx.sm_count);
   const int nh = 28, nkv = 4, hd = 128, bt = 16; /* Qwen2.5-7B */
@@ -522,7 +498,7 @@ int main(int argc, char **argv) {
   if (argc > 1 && !strcmp(argv[1], "--bench")) return bench(rng);
 
   cudaDeviceProp prop;
-  CUDA_OK(cudaGetDeviceProperties(&prop, g_ctx.device));
+  CU(cudaGetDeviceProperties(&prop, g_ctx.device));
   printf("device: %s (sm_%d%d, %d SMs)\n", prop.name, g_ctx.cc_major, g_ctx.cc_minor, g_ctx.sm_count);
   const std::vector<CaseSpec> cases = {
       /* Qwen2.5-7B heads: a mixed continuous batch (a 2k prompt, a chunk over a past, decodes up to
@@ -560,7 +536,7 @@ int main(int argc, char **argv) {
   run_kv_copy(rng, QQ_ACT_F32, 2, 8, 5, 37);
   run_kv_copy(rng, QQ_ACT_F16, 1, 8, 3, 10); /* 16-byte runs */
   run_rejections(rng);
-  printf("%s: %d checks, %d failed\n", g_failures ? "FAIL" : "PASS", g_checks, g_failures);
-  printf("%d passed, %d failed\n", g_checks - g_failures, g_failures);
-  return g_failures ? 1 : 0;
+  printf("%s: %d checks, %d failed\n", failures ? "FAIL" : "PASS", checks, failures);
+  printf("%d passed, %d failed\n", checks - failures, failures);
+  return failures ? 1 : 0;
 }

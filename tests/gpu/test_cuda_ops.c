@@ -13,29 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gpu_check.h"
 #include "kernels.h"
 
-static int failures, checks;
-#define CHECK(cond, ...)                                  \
-  do {                                                    \
-    checks++;                                             \
-    if (!(cond)) {                                        \
-      failures++;                                         \
-      printf("FAIL %s:%d: ", __FILE__, __LINE__);         \
-      printf(__VA_ARGS__);                                \
-      printf("\n");                                       \
-    }                                                     \
-  } while (0)
-#define OK(expr)                                                                        \
-  do {                                                                                  \
-    qq_status s_ = (expr);                                                              \
-    if (s_ != QQ_OK) {                                                                  \
-      printf("FATAL %s:%d: %s -> %s: %s\n", __FILE__, __LINE__, #expr, qq_status_name(s_), err.msg); \
-      exit(1);                                                                          \
-    }                                                                                   \
-  } while (0)
-
-static qq_error err;
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
 static double urand(void) {
   rng ^= rng << 13;

@@ -48,6 +48,7 @@
 #include <vector>
 
 #include "cuda_internal.h"
+#include "gpu_check.h"
 
 /* gemm_wq.cu's tuning hooks (not in cuda_internal.h). */
 extern "C" void qq_cuda_wq_set_tuning(qq_cuda_wq *w, int32_t skinny_max_m, int32_t min_chunks, int32_t block_overhead);
@@ -86,35 +87,6 @@ static const bool have_dense = false;
 #else
 static const bool have_dense = true;
 #endif
-
-static qq_error err;
-static int failures, checks;
-#define CHECK(cond, ...)                          \
-  do {                                            \
-    checks++;                                     \
-    if (!(cond)) {                                \
-      failures++;                                 \
-      printf("FAIL %s:%d: ", __FILE__, __LINE__); \
-      printf(__VA_ARGS__);                        \
-      printf("\n");                               \
-    }                                             \
-  } while (0)
-#define OK(expr)                                                                                    \
-  do {                                                                                              \
-    qq_status s_ = (expr);                                                                          \
-    if (s_ != QQ_OK) {                                                                              \
-      printf("FATAL %s:%d: %s -> %d: %s\n", __FILE__, __LINE__, #expr, (int)s_, err.msg);          \
-      exit(1);                                                                                      \
-    }                                                                                               \
-  } while (0)
-#define CU(expr)                                                                                    \
-  do {                                                                                              \
-    cudaError_t e_ = (expr);                                                                        \
-    if (e_ != cudaSuccess) {                                                                        \
-      printf("FATAL %s:%d: %s -> %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_));        \
-      exit(1);                                                                                      \
-    }                                                                                               \
-  } while (0)
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
 static uint64_t next_u64(void) {
