@@ -555,9 +555,17 @@ static qq_status cuda_rope(qq_backend *be, void *x, const int32_t *pos, int32_t 
                            float theta, qq_error *err) {
   qq_cuda_ctx *c = qq_cuda_ctx_of(be);
   touch(c, x);
-  const void *dev = NULL;
-  qq_status st = qq_cuda_meta_push(c, pos, (size_t)t * sizeof(int32_t), &dev, err);
-  if (st != QQ_OK || c->mode == QQ_CUDA_REPLAY) return st;
+  /* Every layer ropes q and k with the same positions: within a step they are uploaded once. */
+  const void *dev = c->pos_dev;
+  if (!(c->in_step && c->pos_epoch == c->step_epoch && c->pos_key == (const void *)pos && c->pos_key_n == t)) {
+    qq_status st = qq_cuda_meta_push(c, pos, (size_t)t * sizeof(int32_t), &dev, err);
+    if (st != QQ_OK) return st;
+    c->pos_dev = dev;
+    c->pos_epoch = c->in_step ? c->step_epoch : 0;
+    c->pos_key = pos;
+    c->pos_key_n = t;
+  }
+  if (c->mode == QQ_CUDA_REPLAY) return QQ_OK;
   return qq_cuda_rope(c, x, (const int32_t *)dev, t, heads, hd, theta, err);
 }
 

@@ -103,6 +103,11 @@ typedef struct qq_cuda_ctx {
   int32_t attn_key_n;
   qq_cuda_attn_batch attn_batch;
   struct qq_cuda_attn_seq *attn_host; /* host copy of the records (seqs_host) */
+  /* RoPE positions, likewise uploaded once per step. */
+  uint64_t pos_epoch;
+  const void *pos_key;
+  int32_t pos_key_n;
+  const void *pos_dev;
   int32_t *attn_blocks_host;
   size_t attn_host_cap, attn_blocks_cap;
 
