@@ -336,7 +336,12 @@ class LanguageModelApi(unittest.TestCase):
             while s2.metric("qquant_kv_blocks_used") != 0 and time.time() < t:
                 time.sleep(0.05)
             self.assertEqual(s2.metric("qquant_kv_blocks_used"), 0)
-            self.assertEqual(s2.metric("qquant_requests_total", 'method="Generate",code="DEADLINE_EXCEEDED"'), 1)
+            # The call's outcome is counted when the server finishes the call, which can come after the
+            # engine freed the sequence's blocks: wait for it as for the blocks.
+            labels = 'method="Generate",code="DEADLINE_EXCEEDED"'
+            while s2.metric("qquant_requests_total", labels) is None and time.time() < t:
+                time.sleep(0.05)
+            self.assertEqual(s2.metric("qquant_requests_total", labels), 1)
         finally:
             self.assertEqual(s2.stop(), 0)
 
