@@ -3,12 +3,16 @@
  * to cuBLASLt bf16 on the same shape. Prints a table, and one JSON object per line (prefix "JSON ")
  * for bench/results. Weights are random (speed does not depend on values).
  *
- * Timing: the median of per-launch cudaEvent timings after warm-up, as ../shared/bench/peers_torch.py
- * times its peers (L2-warm: the weights of the smaller shapes fit the 50 MB L2), and also "cold": the
- * L2 flushed by a 256 MB memset before each timed launch, which is what a decode step sees (each layer's
- * weights are read once per step). Bandwidth fractions use the cold figure.
+ * Timing: the median of per-launch cudaEvent timings after warm-up, each launch queued behind a 50 us
+ * GPU spin so that the events see GPU time only, not the host's enqueue (decode steps are replayed from
+ * CUDA Graphs; bench/peer_gemm.py times the PyTorch peers the same way, with torch.cuda._sleep).
+ * "warm": the weights of the smaller shapes stay in the 50 MB L2 between launches; "cold": the L2 is
+ * flushed by reading 256 MB before each timed launch, which is what a decode step sees (each layer's
+ * weights are read once per step). Bandwidth fractions use the cold figure. The host time of one call
+ * (the enqueue) is printed beside it.
  *
- *   bench_kernels_cuda [--iters N] [--rows 1,16,64,256] [--skip-attention]
+ *   bench_kernels_cuda [--iters N] [--rows 1,16,64,256] [--shapes qkv,o,gate_up,down] [--skip-attention]
+ *                      [--skip-ceilings]   (the last two and --shapes: for profiling one kernel under ncu)
  */
 #include <math.h>
 #include <stdio.h>
@@ -16,6 +20,7 @@
 #include <string.h>
 
 #include <algorithm>
+#include <chrono>
 #include <vector>
 
 #include "cuda_internal.h"
@@ -42,16 +47,46 @@ static int iters = 50;
 static void *flush_buf;
 static const size_t flush_bytes = (size_t)256 << 20;
 
+/* Spins for ns nanoseconds of GPU time: queued before each timed launch, it keeps the GPU busy while
+ * the host queues the launch, so the events time the kernels, not the host's enqueue (a decode step
+ * replays its kernels from a CUDA Graph, where host overhead does not exist). */
+__global__ void spin_kernel(long long ns) {
+  long long t0, t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
+  do {
+    __nanosleep(1000);
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  } while (t - t0 < ns);
+}
+
+/* Reads the flush buffer (clean lines replace the weights in L2; a memset would leave 50 MB of dirty
+ * lines whose write-back the timed kernel would pay for). */
+__global__ void flush_kernel(const uint4 *p, size_t n, int *sink) {
+  uint32_t acc = 0;
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+    const uint4 v = __ldcg(p + i);
+    acc ^= v.x ^ v.y ^ v.z ^ v.w;
+  }
+  if (acc == 0x9e3779b9u) *sink = 1; /* never in practice; keeps the loads */
+}
+
+static double host_us_last; /* median host time of one call of fn (the enqueue), from the last time_us */
+
 template <typename F> static double time_us(qq_cuda_ctx *c, F fn, bool cold) {
   cudaEvent_t a, b;
   CU(cudaEventCreate(&a));
   CU(cudaEventCreate(&b));
   for (int i = 0; i < 3; i++) fn();
+  CU(cudaStreamSynchronize(c->stream));
   std::vector<float> t;
+  std::vector<double> h;
   for (int i = 0; i < iters; i++) {
-    if (cold) CU(cudaMemsetAsync(flush_buf, i & 0xff, flush_bytes, c->stream));
+    spin_kernel<<<1, 1, 0, c->stream>>>(50000);
+    if (cold) flush_kernel<<<1024, 256, 0, c->stream>>>((const uint4 *)flush_buf, flush_bytes / 16, (int *)flush_buf);
     CU(cudaEventRecord(a, c->stream));
+    const auto h0 = std::chrono::steady_clock::now();
     fn();
+    h.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - h0).count());
     CU(cudaEventRecord(b, c->stream));
     CU(cudaEventSynchronize(b));
     float ms = 0;
@@ -61,6 +96,8 @@ template <typename F> static double time_us(qq_cuda_ctx *c, F fn, bool cold) {
   cudaEventDestroy(a);
   cudaEventDestroy(b);
   std::sort(t.begin(), t.end());
+  std::sort(h.begin(), h.end());
+  host_us_last = h[h.size() / 2];
   return t[t.size() / 2] * 1e3;
 }
 
@@ -77,15 +114,18 @@ static void fill_random(void *p, size_t bytes) {
 
 int main(int argc, char **argv) {
   std::vector<int> rows = {1, 16, 64, 256};
-  bool attention = true;
+  bool attention = true, ceil_on = true;
+  const char *only = NULL; /* comma list of shape names, NULL: all */
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--iters") && i + 1 < argc) iters = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--skip-attention")) attention = false;
+    else if (!strcmp(argv[i], "--skip-ceilings")) ceil_on = false;
+    else if (!strcmp(argv[i], "--shapes") && i + 1 < argc) only = argv[++i];
     else if (!strcmp(argv[i], "--rows") && i + 1 < argc) {
       rows.clear();
       for (char *t = strtok(argv[++i], ","); t; t = strtok(NULL, ",")) rows.push_back(atoi(t));
     } else {
-      fprintf(stderr, "usage: %s [--iters N] [--rows 1,16,64,256] [--skip-attention]\n", argv[0]);
+      fprintf(stderr, "usage: %s [--iters N] [--rows 1,16,64,256] [--shapes qkv,o,gate_up,down] [--skip-attention] [--skip-ceilings]\n", argv[0]);
       return 2;
     }
   }
@@ -100,37 +140,49 @@ int main(int argc, char **argv) {
   qq_cuda_ctx *c = qq_cuda_ctx_of(be);
   printf("device: %s\n", qq_backend_description(be));
   CU(cudaMalloc(&flush_buf, flush_bytes));
+  CU(cudaMemset(flush_buf, 0x5a, flush_bytes));
 
   /* ---- ceilings ---- */
-  const size_t cb = (size_t)1 << 30;
-  void *ca, *cbuf;
-  CU(cudaMalloc(&ca, cb));
-  CU(cudaMalloc(&cbuf, cb));
-  const double copy_us = time_us(c, [&] { cudaMemcpyAsync(cbuf, ca, cb, cudaMemcpyDeviceToDevice, c->stream); }, false);
-  const double copy_GBps = 2.0 * cb / copy_us / 1e3;
-  cudaFree(ca);
-  cudaFree(cbuf);
-  const int G = 8192;
-  void *ga, *gb, *gc;
-  CU(cudaMalloc(&ga, (size_t)G * G * 2));
-  CU(cudaMalloc(&gb, (size_t)G * G * 2));
-  CU(cudaMalloc(&gc, (size_t)G * G * 2));
-  fill_random(ga, (size_t)G * G * 2);
-  fill_random(gb, (size_t)G * G * 2);
-  const double gemm_us = time_us(c, [&] { OK(qq_cuda_gemm_dense(c, ga, NULL, G, G, G, gb, gc, &err)); }, false);
-  const double gemm_TF = 2.0 * G * G * (double)G / gemm_us / 1e6;
-  cudaFree(ga);
-  cudaFree(gb);
-  cudaFree(gc);
+  double copy_GBps = 4200, gemm_TF = 750; /* --skip-ceilings: typical H200 figures, for ncu runs */
+  if (ceil_on) {
+    const size_t cb = (size_t)1 << 30;
+    void *ca, *cbuf;
+    CU(cudaMalloc(&ca, cb));
+    CU(cudaMalloc(&cbuf, cb));
+    const double copy_us = time_us(c, [&] { cudaMemcpyAsync(cbuf, ca, cb, cudaMemcpyDeviceToDevice, c->stream); }, false);
+    copy_GBps = 2.0 * cb / copy_us / 1e3;
+    cudaFree(ca);
+    cudaFree(cbuf);
+    const int G = 8192;
+    void *ga, *gb, *gc;
+    CU(cudaMalloc(&ga, (size_t)G * G * 2));
+    CU(cudaMalloc(&gb, (size_t)G * G * 2));
+    CU(cudaMalloc(&gc, (size_t)G * G * 2));
+    fill_random(ga, (size_t)G * G * 2);
+    fill_random(gb, (size_t)G * G * 2);
+    const double gemm_us = time_us(c, [&] { OK(qq_cuda_gemm_dense(c, ga, NULL, G, G, G, gb, gc, &err)); }, false);
+    gemm_TF = 2.0 * G * G * (double)G / gemm_us / 1e6;
+    cudaFree(ga);
+    cudaFree(gb);
+    cudaFree(gc);
+  }
   printf("ceilings: copy %.0f GB/s, bf16 GEMM %.0f TFLOP/s (cuBLASLt 8192^3)\n", copy_GBps, gemm_TF);
   printf("JSON {\"kind\":\"ceilings\",\"copy_GBps\":%.1f,\"bf16_gemm_TFLOPs\":%.1f}\n", copy_GBps, gemm_TF);
 
   /* ---- linear shapes of Qwen2.5-7B (the peers' names: qkv fused, gate_up fused) ---- */
   struct shape { const char *name; int k, n; } shapes[] = {
       {"qkv", 3584, 4608}, {"o", 3584, 3584}, {"gate_up", 3584, 37888}, {"down", 18944, 3584}};
-  printf("\n%-8s %4s | %9s | %9s %6s %5s | %9s %6s | %9s %6s %9s\n", "shape", "M", "bf16 us", "w4a16 us", "x bf16",
-         "%bw", "w8a16 us", "x bf16", "w8a8 us", "x bf16", "i8gemm us");
+  printf("\nGPU time per launch, L2 cold (weights from HBM, as in decode); warm = L2-warm; host = enqueue time of one call\n");
+  printf("%-8s %4s | %9s | %9s %6s %5s | %9s %6s | %9s %6s %9s | %8s %8s | %6s\n", "shape", "M", "bf16 us", "w4a16 us",
+         "x bf16", "%bw", "w8a16 us", "x bf16", "w8a8 us", "x bf16", "i8gemm us", "bf16 wrm", "w4 wrm", "host");
   for (const shape &sh : shapes) {
+    if (only) {
+      const size_t ln = strlen(sh.name);
+      bool hit = false;
+      for (const char *q = only; q && *q; q = strchr(q, ',') ? strchr(q, ',') + 1 : NULL)
+        if (!strncmp(q, sh.name, ln) && (q[ln] == ',' || q[ln] == 0)) hit = true;
+      if (!hit) continue;
+    }
     const int n = sh.n, k = sh.k;
     const size_t nk = (size_t)n * k;
     void *wd;
@@ -181,10 +233,11 @@ int main(int argc, char **argv) {
       OK(qq_backend_alloc(be, (size_t)m * k, &x, &err));
       OK(qq_backend_alloc(be, (size_t)m * n, &y, &err));
       fill_random(x, (size_t)m * k * 2);
-      double t[5][2];
+      double t[5][2], host_w4 = 0;
       for (int cold = 0; cold < 2; cold++) {
         t[0][cold] = time_us(c, [&] { OK(qq_cuda_gemm_dense(c, wd, NULL, m, n, k, x, y, &err)); }, cold);
         t[1][cold] = time_us(c, [&] { OK(qq_op_matmul(be, l4, x, m, y, &err)); }, cold);
+        host_w4 = host_us_last;
         t[2][cold] = time_us(c, [&] { OK(qq_op_matmul(be, l8, x, m, y, &err)); }, cold);
         t[3][cold] = time_us(c, [&] { OK(qq_op_matmul(be, la, x, m, y, &err)); }, cold);
         /* the int8 GEMM alone, on pre-quantized activations (what the fused RMSNorm hands over) */
@@ -195,12 +248,14 @@ int main(int argc, char **argv) {
       }
       const double w4_bytes = nk / 2.0 + (double)n * ng * 5; /* codes + fp32 scale + zero per group */
       const double bw_frac = w4_bytes / (t[1][1] * 1e3) / copy_GBps;
-      printf("%-8s %4d | %9.1f | %9.1f %6.2f %5.0f | %9.1f %6.2f | %9.1f %6.2f %9.1f\n", sh.name, m, t[0][0], t[1][0],
-             t[0][0] / t[1][0], 100 * bw_frac, t[2][0], t[0][0] / t[2][0], t[3][0], t[0][0] / t[3][0], t[4][0]);
+      printf("%-8s %4d | %9.1f | %9.1f %6.2f %5.0f | %9.1f %6.2f | %9.1f %6.2f %9.1f | %8.1f %8.1f | %6.1f\n", sh.name, m,
+             t[0][1], t[1][1], t[0][1] / t[1][1], 100 * bw_frac, t[2][1], t[0][1] / t[2][1], t[3][1], t[0][1] / t[3][1],
+             t[4][1], t[0][0], t[1][0], host_w4);
       printf("JSON {\"kind\":\"gemm\",\"shape\":\"%s\",\"k\":%d,\"n\":%d,\"m\":%d,\"bf16_us\":%.2f,\"w4a16_us\":%.2f,"
              "\"w8a16_us\":%.2f,\"w8a8_us\":%.2f,\"i8gemm_us\":%.2f,\"bf16_cold_us\":%.2f,\"w4a16_cold_us\":%.2f,"
-             "\"w8a16_cold_us\":%.2f,\"w8a8_cold_us\":%.2f,\"w4a16_weight_bw_frac_cold\":%.3f}\n",
-             sh.name, k, n, m, t[0][0], t[1][0], t[2][0], t[3][0], t[4][0], t[0][1], t[1][1], t[2][1], t[3][1], bw_frac);
+             "\"w8a16_cold_us\":%.2f,\"w8a8_cold_us\":%.2f,\"i8gemm_cold_us\":%.2f,\"w4a16_weight_bw_frac_cold\":%.3f,"
+             "\"w4a16_host_us\":%.2f}\n",
+             sh.name, k, n, m, t[0][0], t[1][0], t[2][0], t[3][0], t[4][0], t[0][1], t[1][1], t[2][1], t[3][1], t[4][1], bw_frac, host_w4);
       qq_backend_release(be, x);
       qq_backend_release(be, y);
     }

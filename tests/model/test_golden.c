@@ -326,7 +326,14 @@ int main(int argc, char **argv) {
   };
   qq_kernels_setup_openblas(argv);
   /* argv[1]: "core" (default) or "brown" (the 200-window brown-dev perplexity runs and the whole
-   * 920-example classifier accuracy: minutes of CPU, labelled slow). */
+   * 920-example classifier accuracy: minutes of CPU, labelled slow);
+   * "all" runs both (the GPU suite). QQ_TEST_FILTER: a cmocka name pattern ("*classifier*") selects tests,
+   * for a GPU bundle that carries only some of the fixture models. */
+  const char *filter = getenv("QQ_TEST_FILTER");
+  if (filter && *filter) cmocka_set_test_filter(filter);
+  const bool all = argc > 1 && !strcmp(argv[1], "all");
   if (argc > 1 && !strcmp(argv[1], "brown")) return cmocka_run_group_tests_name("golden_brown", brown, NULL, NULL);
-  return cmocka_run_group_tests_name("golden", core, NULL, NULL);
+  int rc = cmocka_run_group_tests_name("golden", core, NULL, NULL);
+  if (all) rc |= cmocka_run_group_tests_name("golden_brown", brown, NULL, NULL);
+  return rc;
 }

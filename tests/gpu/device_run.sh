@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine from the unpacked bundle (tests/gpu/pack.sh), inside one device call:
+#   bash tests/gpu/device_run.sh STAGE[,STAGE...] [BUDGET_S]
+# Stages: smi, kernels (the three kernel tests; a test that crashes is re-run under compute-sanitizer
+# memcheck), golden (test_golden on cuda fp32), eval (qwen2-tiny-lm ppl / generate on cuda vs cpu),
+# suite (gpu_suite.py), bench (bench_kernels_cuda + the peers in the same call).
+# Every stage has its own timeout and the whole run stops starting stages when less than a stage's
+# timeout is left of BUDGET_S (default 560). Logs go to $OUT/log.txt, the summary to stdout and
+# $OUT/summary.txt; JSON results to $OUT.
+set -u
+stages=",${1:-smi,kernels,golden,eval,bench},"
+budget=${2:-560}
+t0=$(date +%s)
+B=build-gpu/bin
+FX=shared/fixtures
+export QQ_FIXTURES=$FX
+OUT=${OUT:-/tmp/qq-out}
+mkdir -p "$OUT"
+log=$OUT/log.txt
+sum=$OUT/summary.txt
+left() { echo $((budget - ($(date +%s) - t0))); }
+# step NAME TIMEOUT CMD...: runs CMD with a timeout, output appended to the log under a header.
+step() {
+  local name=$1 t=$2; shift 2
+  local l; l=$(left)
+  if [ "$l" -lt 20 ]; then echo "SKIP $name (budget)" | tee -a "$sum"; return 99; fi
+  [ "$t" -gt "$l" ] && t=$l
+  echo "===== $name: $* (timeout $t s)" >>"$log"
+  local s; s=$(date +%s)
+  timeout -k 5 "$t" "$@" >>"$log" 2>&1
+  local rc=$?
+  echo "$name rc=$rc $(( $(date +%s) - s )) s" | tee -a "$sum"
+  return $rc
+}
+# lastsec: the output of the last step, on one line.
+lastsec() { awk '/^===== /{b=""; next} {b=b $0 " "} END{print b}' "$log" | tr -s ' ' | cut -c1-${1:-400}; }
+has() { [[ "$stages" == *",$1,"* ]]; }
+
+if has smi; then
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv | tee -a "$sum"
+fi
+
+if has kernels; then
+  for t in test_cuda_ops test_cuda_wq test_cuda_attention; do
+    step "$t" 150 "$B/$t"
+    rc=$?
+    if [ $rc -ne 0 ] && [ $rc -ne 99 ] && [ $rc -ne 77 ]; then
+      grep -m 40 -E "FAIL|error|mismatch|CUDA" "$log" | tail -n 40 | sed "s/^/  $t: /" | tee -a "$sum" >/dev/null
+      step "$t-memcheck" 150 compute-sanitizer --tool memcheck --show-backtrace device --print-limit 20 "$B/$t"
+    fi
+  done
+fi
+
+if has golden; then
+  QQ_TEST_DEVICE=cuda QQ_TEST_DTYPE=fp32 step golden-cuda-fp32 180 "$B/test_golden" all
+  grep -E "^# |FAILED|PASSED" <(sed -n "/===== golden-cuda-fp32/,\$p" "$log") | tee -a "$sum"
+fi
+
+if has eval; then
+  m=$FX/models/qwen2-tiny-lm
+  for d in "cpu fp32" "cuda fp32" "cuda bf16" "cuda fp16"; do
+    set -- $d
+    step "ppl-$1-$2" 60 "$B/qquant" eval --model $m --ppl $FX/corpora/wikitext2-test.txt --windows 40 \
+      --device $1 --dtype $2 --json --quiet
+    lastsec 300 | tee -a "$sum"
+  done
+  p="The history of the city"
+  for d in "cpu fp32 1" "cuda fp32 1" "cuda bf16 1" "cuda bf16 0"; do
+    set -- $d
+    QQ_CUDA_GRAPHS=$3 step "gen-$1-$2-graphs$3" 60 "$B/qquant" generate --model $m --prompt "$p" \
+      --max-new-tokens 48 --temperature 0 --device $1 --dtype $2 --json
+    lastsec 500 | tee -a "$sum"
+  done
+fi
+
+if has suite; then
+  step gpu-suite 420 python3 tests/gpu/gpu_suite.py --bin $B --fixtures $FX --out "$OUT"
+  grep -E "^(PASS|FAIL)" "$log" | tail -n 30 | tee -a "$sum"
+fi
+
+if has bench; then
+  step bench-kernels 200 "$B/bench_kernels_cuda"
+  sed -n '/===== bench-kernels/,$p' "$log" | grep -v '^JSON' | tee -a "$sum"
+  step peers-gemm 150 python3 shared/bench/peers_torch.py --shapes qwen2.5-7b --skip generate,classify --out "$OUT/peers.json"
+  step peer-sdpa 60 python3 bench/peer_sdpa.py --out "$OUT/peer_sdpa.json"
+  sed -n '/===== peers-gemm/,$p' "$log" | tail -n 40 | tee -a "$sum"
+fi
+if has ncu; then
+  # One launch of each hot kernel with Nsight Compute (cache flushed before it: a cold launch).
+  sec="--section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats --section MemoryWorkloadAnalysis --section SchedulerStats"
+  for sh in "gate_up 1" "qkv 1" "gate_up 16"; do
+    set -- $sh
+    step "ncu-wq-$1-m$2" 120 ncu --clock-control none --kernel-name regex:wq_gemm --launch-skip 2 --launch-count 1 $sec \
+      "$B/bench_kernels_cuda" --skip-ceilings --skip-attention --shapes $1 --rows $2 --iters 2
+  done
+  step ncu-attn-prefill 150 ncu --clock-control none --kernel-name regex:attn_mma --launch-skip 6 --launch-count 1 $sec \
+    "$B/bench_kernels_cuda" --skip-ceilings --shapes none --iters 2
+fi
+
+if has bench2; then
+  step bench-kernels 200 "$B/bench_kernels_cuda"
+  sed -n '/===== bench-kernels/,$p' "$log" | grep -v '^JSON' | tee -a "$sum"
+  step peer-gemm 200 python3 bench/peer_gemm.py --out "$OUT/peer_gemm.json"
+  step peer-sdpa 60 python3 bench/peer_sdpa.py --out "$OUT/peer_sdpa.json"
+  sed -n '/===== peer-gemm/,$p' "$log" | tail -n 40 | tee -a "$sum"
+fi
+echo "total $(( $(date +%s) - t0 )) s" | tee -a "$sum"
