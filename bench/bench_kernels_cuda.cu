@@ -113,7 +113,7 @@ static void fill_random(void *p, size_t bytes) {
 }
 
 int main(int argc, char **argv) {
-  std::vector<int> rows = {1, 16, 64, 256};
+  std::vector<int> rows = {1, 8, 16, 32, 64, 256};
   bool attention = true, ceil_on = true;
   const char *only = NULL; /* comma list of shape names, NULL: all */
   for (int i = 1; i < argc; i++) {

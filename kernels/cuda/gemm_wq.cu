@@ -15,7 +15,8 @@
  *  - m > 64 (prefill): wq_dequant_kernel writes the weight as a dense T matrix into ctx->ws (one
  *    bandwidth-bound pass), then qq_cuda_gemm_dense (cuBLASLt). The skinny kernel can also run any m
  *    in chunks of 64 tokens (qq_cuda_wq_set_tuning, a hook for the benchmark); which is
- *    faster between 64 and ~256 rows is for the H200 measurement to decide (QQ_WQ_SKINNY_MAX_M).
+ *    faster between 16 and 64 rows is for the H200 measurement to decide (environment variable
+ *    QQ_WQ_SKINNY_MAX_M, 0..64, overrides the default for measurements).
  *
  * Repacked layout (built once by qq_cuda_wq_create; "tile" = 16 rows × 16 columns, "chunk" = the
  * 128 bits one lane loads at once: 4 tiles (64 columns) of 4-bit codes or 2 tiles (32 columns) of
@@ -56,9 +57,13 @@
  *    fragment, flushed into the output fragment with one FFMA by the fp32 scale at group boundaries.
  *  - one warp owns one 16-row n-tile over a k-range; the 4 warps of a block own 4 neighbouring n-tiles
  *    over the SAME k-range, so the x slice they read hits L1 (x is reused by every n-tile; the
- *    weight stream bypasses L1 so it does not evict x). U chunks (U = 4: 2 KiB per warp; U = 2 at
- *    m > 32 where accumulators take the registers) are in flight while the previous U are computed
- *    (register double buffer); x for a chunk's tiles is loaded before its first mma (m ≤ 16).
+ *    weight stream bypasses L1 (cp.async.cg) so it does not evict x). The weights stream through a
+ *    per-warp ring in shared memory filled with cp.async: S = 4 stages of U chunks (U = 4 at m ≤ 16,
+ *    2 above), three stages (6 KiB per warp) in flight while one is computed; each lane copies and
+ *    reads back only its own 16 bytes of a chunk, so its own wait_group is the only synchronisation.
+ *    (The first version double-buffered U chunks in registers: 108 registers at MT = 1, 4 blocks per
+ *    SM, 23 % of DRAM bandwidth on the H200 at m = 1, ncu: issue stalls on L1TEX scoreboard.) x for a
+ *    chunk's tiles is loaded one chunk ahead (m ≤ 16).
  *  - split-K (skb blocks per block-row, chosen by a wave model: wq_choose_skb) keeps every SM busy
  *    for n = 512 .. 37888: each of the skb blocks of a block-row writes its fp32 partial
  *    fragments to its own slot in ctx->ws; the last block to arrive
@@ -114,7 +119,8 @@ enum {
   QQ_WQ_MIN_CHUNKS = 4,    /* split-K never leaves a warp fewer than 4 chunks (2 KiB): below that the
                               fixed cost per warp (scale loads, slot write) is no longer small */
   QQ_WQ_BLOCK_OVERHEAD = 2, /* fixed cost of a block (start-up latency, group metadata), in chunk-times */
-  QQ_WQ_SKINNY_MAX_M = 64, /* default: more rows go through dequantize + cuBLASLt */
+  QQ_WQ_SKINNY_MAX_M = 32, /* default: more rows go through dequantize + cuBLASLt (H200: at 64 rows that is
+                              1.6–2.3× faster than the skinny kernel on the 7B shapes, at 32 rows 0.55–1.4×) */
 };
 
 /* ---- layout helpers shared by the kernels, the repack and the CPU simulation (host + device) ------ */
@@ -319,6 +325,18 @@ template <typename T> struct wq_zeros<T, 8> {
   }
 };
 
+/* (a & mask) | magic in ONE LOP3: with both constants as immediates the compiler emits two (a LOP3
+ * takes one immediate), 4 extra instructions per 16×16 tile (SASS of the H200 run). */
+QQ_WQ_HD uint32_t wq_and_or(uint32_t a, uint32_t mask, uint32_t magic) {
+#ifdef __CUDA_ARCH__
+  uint32_t d;
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(d) : "r"(a), "r"(mask), "r"(magic));
+  return d;
+#else
+  return (a & mask) | magic;
+#endif
+}
+
 /* A fragment registers (exact integers q − z as packed T) of tile j of a lane's chunk. */
 template <typename T, int SB>
 QQ_WQ_HD void wq_dequant_frag(const uint4 &chunk, int j, const wq_zeros<T, SB> &z, uint32_t (&a)[4]) {
@@ -326,10 +344,10 @@ QQ_WQ_HD void wq_dequant_frag(const uint4 &chunk, int j, const wq_zeros<T, SB> &
     /* register p = nibbles p (low half: element 2p) and p+4 (high half: element 2p+1); registers 0, 2
      * hold row l>>2, registers 1, 3 row (l>>2)+8. */
     const uint32_t w = wq_u4_word(chunk, j);
-    a[0] = wq_hfma2<T>((w & 0x000F000Fu) | wq_act<T>::MAGIC2, wq_act<T>::ONE2, z.lo);
-    a[1] = wq_hfma2<T>(((w >> 4) & 0x000F000Fu) | wq_act<T>::MAGIC2, wq_act<T>::ONE2, z.hi);
-    a[2] = wq_hfma2<T>(((w >> 8) & 0x000F000Fu) | wq_act<T>::MAGIC2, wq_act<T>::ONE2, z.lo);
-    a[3] = wq_hfma2<T>(((w >> 12) & 0x000F000Fu) | wq_act<T>::MAGIC2, wq_act<T>::ONE2, z.hi);
+    a[0] = wq_hfma2<T>(wq_and_or(w, 0x000F000Fu, wq_act<T>::MAGIC2), wq_act<T>::ONE2, z.lo);
+    a[1] = wq_hfma2<T>(wq_and_or(w >> 4, 0x000F000Fu, wq_act<T>::MAGIC2), wq_act<T>::ONE2, z.hi);
+    a[2] = wq_hfma2<T>(wq_and_or(w >> 8, 0x000F000Fu, wq_act<T>::MAGIC2), wq_act<T>::ONE2, z.lo);
+    a[3] = wq_hfma2<T>(wq_and_or(w >> 12, 0x000F000Fu, wq_act<T>::MAGIC2), wq_act<T>::ONE2, z.hi);
   } else {
     const uint32_t w0 = wq_u4_word(chunk, 2 * j), w1 = wq_u4_word(chunk, 2 * j + 1);
 #define QQ_WQ_B(w, i) wq_as_float(wq_prmt((w), 0x4B000000u, 0x7440u | (i))) /* 2^23 + byte i */
@@ -355,16 +373,6 @@ template <typename T> __device__ __forceinline__ void wq_mma(float (&d)[4], cons
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b.x), "r"(b.y));
 }
 
-/* Weight stream: read once, so keep it out of L1 where x lives. volatile keeps the issue order
- * (all loads of a batch before the math of the previous batch). */
-__device__ __forceinline__ uint4 wq_ld_stream(const uint4 *p) {
-  uint4 r;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
-               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-               : "l"(p));
-  return r;
-}
-
 /* ---- the skinny kernel -------------------------------------------------------------------------------- */
 
 struct wq_gemm_args {
@@ -382,53 +390,103 @@ struct wq_gemm_args {
   int32_t *counters;  /* one per (block-row, m-chunk) (skb > 1) */
 };
 
-/* Chunks prefetched per batch: 4 (2 KiB per warp) where registers allow, 2 with 8 token tiles. */
+/* The weight stream goes through a per-warp ring in shared memory filled by cp.async: S stages of U
+ * chunks, S − 1 stages (6 KiB per warp at MT ≤ 2) in flight while one is computed. Each lane copies
+ * and later reads back only its own 16 bytes of every chunk, so a lane's wait_group is all the
+ * synchronisation needed (no barrier, no cross-lane traffic). */
 template <int MT> struct wq_cfg {
-  static constexpr int U = MT <= 4 ? 4 : 2;
-  static constexpr int MIN_BLOCKS = MT <= 2 ? 4 : MT <= 4 ? 3 : 2; /* register cap 128 / 168 / 255 */
+  static constexpr int U = MT <= 2 ? 4 : 2;
+  static constexpr int S = 4;
+  static constexpr int MIN_BLOCKS = MT == 1 ? 6 : MT == 2 ? 4 : MT == 4 ? 4 : 2; /* register cap 80 / 128 / 128 / 255 */
 };
 
+__device__ __forceinline__ void wq_cp_async16(uint32_t smem, const void *gmem) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(smem), "l"(gmem) : "memory");
+}
+__device__ __forceinline__ void wq_cp_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int N> __device__ __forceinline__ void wq_cp_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory"); }
+
+/* x load of one B fragment (4 values) with a lane predicate: a predicated load, no branch. */
+__device__ __forceinline__ uint2 wq_ldx(const uint2 *p, bool ok) {
+  uint2 r;
+  asm("{\n\t.reg .pred q;\n\tsetp.ne.u32 q, %3, 0;\n\tmov.b32 %0, 0;\n\tmov.b32 %1, 0;\n\t"
+      "@q ld.global.nc.v2.u32 {%0, %1}, [%2];\n\t}"
+      : "=r"(r.x), "=r"(r.y)
+      : "l"(p), "r"((uint32_t)ok));
+  return r;
+}
+
+/* The k loop of one warp: n-tile nt, chunks [c0, c1), tokens m0 .. m0 + 8·MT − 1. Instruction budget
+ * matters here (the first version issued 52 instructions per 16×16 tile at m = 1, ncu, H200: index
+ * math, parameter reloads, per-tile predicates): pointers advance instead of being recomputed, the
+ * ring slot is a compile-time constant (the stage loop is unrolled by S), group boundaries and the x
+ * bounds are checked once per chunk (warp-uniform), and only chunks that need it take the per-tile
+ * path (groups narrower than a chunk, a boundary inside it, x columns past kx). */
 template <typename T, int SB, int MT>
 __device__ __forceinline__ void wq_mainloop(const wq_gemm_args &p, int nt, int c0, int c1, int m0,
-                                            float (&acc)[MT][4]) {
-  constexpr int TPC = wq_tpc(SB), U = wq_cfg<MT>::U;
+                                            float (&acc)[MT][4], uint4 *ring) {
+  constexpr int TPC = wq_tpc(SB), U = wq_cfg<MT>::U, S = wq_cfg<MT>::S, KCH = wq_kch(SB);
   const int lane = threadIdx.x & 31, gid = lane >> 2;
-  const uint4 *wp = p.codes + wq_codes_index(nt, p.kc, 0, lane);
+  const int nv = p.nv, kx = p.kx;
+  const float2 *scl = p.scl;
+  const uint16_t *zro = p.zro;
+  const int32_t *gend = p.gend;
 
-  uint4 buf0[U], buf1[U];
-  auto load = [&](uint4(&buf)[U], int c) {
+  /* ring: this warp's [S][U][32] uint4; stage st holds chunks c0 + st·U .. + U − 1 in slot st % S. */
+  const uint32_t sring = (uint32_t)__cvta_generic_to_shared(ring + lane);
+  const uint4 *wnext = p.codes + wq_codes_index(nt, p.kc, c0, lane); /* next chunk to copy */
+  int c_issue = c0;
+  auto issue = [&](int slot) {
 #pragma unroll
-    for (int u = 0; u < U; u++)
-      if (c + u < c1) buf[u] = wq_ld_stream(wp + (size_t)(c + u) * 32);
+    for (int u = 0; u < U; u++) {
+      if (c_issue < c1) wq_cp_async16(sring + (uint32_t)((slot * U + u) * 32 * 16), wnext);
+      wnext += 32;
+      c_issue++;
+    }
+    wq_cp_commit(); /* empty groups past the end keep the group count uniform */
   };
-  load(buf0, c0);
+#pragma unroll
+  for (int st = 0; st < S - 1; st++) issue(st);
 
-  /* This lane's B rows: token m0 + 8·mt + gid, columns 4t..4t+3 of each tile. */
-  const T *x = (const T *)p.x;
-  const T *xrow[MT];
-  bool tok_ok[MT];
+  /* This lane's B rows: token m0 + 8·mt + gid, columns 4t..4t+3 of each tile; xp points at chunk c0.
+   * A token past m reads token 0 instead: output column t of an mma depends on B column t only, and
+   * those columns are never stored, so no predicate is needed. */
+  const uint2 *xp[MT];
 #pragma unroll
   for (int mt = 0; mt < MT; mt++) {
     const int tok = m0 + 8 * mt + gid;
-    tok_ok[mt] = tok < p.m;
-    xrow[mt] = x + (size_t)(tok_ok[mt] ? tok : 0) * p.ldx + wq_bfrag_col(lane);
+    xp[mt] = reinterpret_cast<const uint2 *>((const T *)p.x + (size_t)(tok < p.m ? tok : 0) * p.ldx +
+                                             wq_bfrag_col(lane) + (size_t)c0 * KCH);
   }
-  const int xlim = p.kx - wq_bfrag_col(lane); /* tile column base must be < xlim (kx % 4 == 0) */
+  const int xlim = kx - wq_bfrag_col(lane); /* tile column base must be < xlim (kx % 4 == 0) */
+  const int c_xfull = kx / KCH;             /* chunks below this one have every column */
+  /* x of chunk c (xo = its offset from c0 in uint2 units: 4 per tile): checked or not. */
+  auto load_bx = [&](int c, int xo, uint2(&b)[TPC][MT]) {
+    if (c < c_xfull) { /* warp-uniform */
+#pragma unroll
+      for (int j = 0; j < TPC; j++)
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) b[j][mt] = __ldg(xp[mt] + xo + 4 * j);
+    } else {
+#pragma unroll
+      for (int j = 0; j < TPC; j++)
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) b[j][mt] = wq_ldx(xp[mt] + xo + 4 * j, (c * TPC + j) * 16 < xlim);
+    }
+  };
 
   /* Group state: the current virtual group's scales / zeros, the next one's prefetched. */
-  const size_t mrow = wq_meta_index(nt, p.nv, 0, gid);
+  const size_t mrow = wq_meta_index(nt, nv, 0, gid);
   int v = __ldg(p.tile_group + c0 * TPC);
-  int g_end = __ldg(p.gend + v);
-  float2 s_cur = __ldg(p.scl + mrow + (size_t)v * 8);
-  wq_zeros<T, SB> z_cur = wq_zeros<T, SB>::make(__ldg(p.zro + mrow + (size_t)v * 8));
-  float2 s_nxt = make_float2(0.f, 0.f);
-  uint32_t z_nxt = 0;
-  int e_nxt = 0;
-  if (v + 1 < p.nv) {
-    s_nxt = __ldg(p.scl + mrow + (size_t)(v + 1) * 8);
-    z_nxt = __ldg(p.zro + mrow + (size_t)(v + 1) * 8);
-    e_nxt = __ldg(p.gend + v + 1);
-  }
+  int g_end = __ldg(gend + v);
+  float2 s_cur = __ldg(scl + mrow + (size_t)v * 8);
+  wq_zeros<T, SB> z_cur = wq_zeros<T, SB>::make(__ldg(zro + mrow + (size_t)v * 8));
+  /* The next group's metadata, loaded unconditionally (index clamped: past the last group the values
+   * are never used), so no predicated copies. */
+  int vn = min(v + 1, nv - 1);
+  float2 s_nxt = __ldg(scl + mrow + (size_t)vn * 8);
+  uint32_t z_nxt = __ldg(zro + mrow + (size_t)vn * 8);
+  int e_nxt = __ldg(gend + vn);
 
   float part[MT][4];
 #pragma unroll
@@ -447,57 +505,71 @@ __device__ __forceinline__ void wq_mainloop(const wq_gemm_args &p, int nt, int c
       for (int i = 0; i < 4; i++) part[mt][i] = 0.f;
     }
   };
-  auto load_b = [&](int kt, uint2(&b)[MT]) {
-    const int col = kt * 16;
-#pragma unroll
-    for (int mt = 0; mt < MT; mt++)
-      b[mt] = (tok_ok[mt] && col < xlim) ? __ldg(reinterpret_cast<const uint2 *>(xrow[mt] + col)) : make_uint2(0, 0);
+  auto next_group = [&]() { /* warp-uniform */
+    flush();
+    s_cur = s_nxt;
+    z_cur = wq_zeros<T, SB>::make(z_nxt);
+    g_end = e_nxt;
+    v++;
+    vn = min(v + 1, nv - 1);
+    s_nxt = __ldg(scl + mrow + (size_t)vn * 8);
+    z_nxt = __ldg(zro + mrow + (size_t)vn * 8);
+    e_nxt = __ldg(gend + vn);
   };
-  auto tile = [&](const uint4 &chunk, int j, int kt, const uint2(&b)[MT]) {
-    if (kt == g_end) { /* warp-uniform: a new virtual group starts at this tile */
-      flush();
-      s_cur = s_nxt;
-      z_cur = wq_zeros<T, SB>::make(z_nxt);
-      g_end = e_nxt;
-      v++;
-      if (v + 1 < p.nv) {
-        s_nxt = __ldg(p.scl + mrow + (size_t)(v + 1) * 8);
-        z_nxt = __ldg(p.zro + mrow + (size_t)(v + 1) * 8);
-        e_nxt = __ldg(p.gend + v + 1);
-      }
-    }
+  auto mma_tile = [&](const uint4 &ck, int j, const uint2(&b)[MT]) {
     uint32_t a[4];
-    wq_dequant_frag<T, SB>(chunk, j, z_cur, a);
+    wq_dequant_frag<T, SB>(ck, j, z_cur, a);
 #pragma unroll
     for (int mt = 0; mt < MT; mt++) wq_mma<T>(part[mt], a, b[mt]);
   };
-  auto chunk = [&](const uint4 &ck, int c) {
-    if constexpr (MT <= 2) { /* x for the whole chunk first: 8 / 16 registers, more loads in flight */
-      uint2 b[TPC][MT];
+
+  /* m ≤ 16: x of the next chunk is loaded while this one is computed (its latency was the top stall,
+   * ncu, H200): 8 / 16 registers. Above, x is loaded per chunk just before use. */
+  /* Two x buffers used alternately (chunk parity relative to c0 = u & 1, a compile-time constant as
+   * U is even): no register copies. */
+  static_assert(U % 2 == 0, "x ping-pong needs an even U");
+  uint2 bx[2][TPC][MT];
+  if constexpr (MT <= 2) load_bx(c0, 0, bx[0]);
+  int xo = 0; /* offset of the current chunk's x from c0, uint2 units */
+  auto chunk = [&](const uint4 &ck, int c, uint2(&b)[TPC][MT], uint2(&bn)[TPC][MT]) {
+    if constexpr (MT <= 2) {
+      if (c + 1 < c1) load_bx(c + 1, xo + 4 * TPC, bn);
+    } else {
+      load_bx(c, xo, b);
+    }
+    xo += 4 * TPC;
+    const int kt0 = c * TPC;
+    if (kt0 == g_end) next_group();
+    if (g_end >= kt0 + TPC) { /* no boundary inside the chunk: the common case */
 #pragma unroll
-      for (int j = 0; j < TPC; j++) load_b(c * TPC + j, b[j]);
-#pragma unroll
-      for (int j = 0; j < TPC; j++) tile(ck, j, c * TPC + j, b[j]);
+      for (int j = 0; j < TPC; j++) mma_tile(ck, j, b[j]);
     } else {
 #pragma unroll
       for (int j = 0; j < TPC; j++) {
-        uint2 b[MT];
-        load_b(c * TPC + j, b);
-        tile(ck, j, c * TPC + j, b);
+        if (j > 0 && kt0 + j == g_end) next_group();
+        mma_tile(ck, j, b[j]);
       }
     }
   };
 
-  for (int c = c0; c < c1; c += 2 * U) {
-    load(buf1, c + U);
+  const int n_st = (c1 - c0 + U - 1) / U;
+  int c = c0;
+  for (int st0 = 0; st0 < n_st; st0 += S) {
 #pragma unroll
-    for (int u = 0; u < U; u++)
-      if (c + u < c1) chunk(buf0[u], c + u);
-    load(buf0, c + 2 * U);
+    for (int sl = 0; sl < S; sl++) { /* stage st0 + sl lives in slot sl */
+      if (st0 + sl < n_st) {
+        wq_cp_wait<S - 2>();  /* this lane's copies of this stage have landed */
+        issue((sl + S - 1) % S); /* into the slot read (and consumed) in the previous stage */
+        const uint4 *sp = ring + sl * U * 32 + lane;
 #pragma unroll
-    for (int u = 0; u < U; u++)
-      if (c + U + u < c1) chunk(buf1[u], c + U + u);
+        for (int u = 0; u < U; u++) {
+          if (c < c1) chunk(sp[u * 32], c, bx[u & 1], bx[(u + 1) & 1]);
+          c++;
+        }
+      }
+    }
   }
+  wq_cp_wait<0>();
   flush();
 }
 
@@ -527,7 +599,8 @@ __global__ void __launch_bounds__(QQ_WQ_WPB * 32, wq_cfg<MT>::MIN_BLOCKS) wq_gem
 #pragma unroll
     for (int i = 0; i < 4; i++) acc[mt][i] = 0.f;
   const bool active = nt < p.n_tiles;
-  if (active) wq_mainloop<T, SB, MT>(p, nt, c0, c1, m0, acc);
+  __shared__ __align__(16) uint4 ring[QQ_WQ_WPB][wq_cfg<MT>::S * wq_cfg<MT>::U * 32];
+  if (active) wq_mainloop<T, SB, MT>(p, nt, c0, c1, m0, acc, ring[warp]);
 
   if (p.skb == 1) {
     if (active) wq_store<T, MT>(p, nt, m0, acc);
@@ -945,6 +1018,12 @@ extern "C" qq_status qq_cuda_wq_create(qq_cuda_ctx *c, const qq_linear_desc *d, 
   w->act = c->act;
   w->sm_count = c->sm_count;
   w->skinny_max_m = QQ_WQ_SKINNY_MAX_M;
+  /* Tuning knob for measurements: rows above which the dequantize + cuBLASLt path runs. */
+  const char *smm = getenv("QQ_WQ_SKINNY_MAX_M");
+  if (smm && *smm) {
+    const long v = strtol(smm, NULL, 10);
+    if (v >= 0 && v <= 64) w->skinny_max_m = (int)v;
+  }
   w->min_chunks = QQ_WQ_MIN_CHUNKS;
   w->block_overhead = QQ_WQ_BLOCK_OVERHEAD;
   void *tmp = NULL;

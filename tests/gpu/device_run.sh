@@ -97,6 +97,27 @@ if has ncu; then
     "$B/bench_kernels_cuda" --skip-ceilings --shapes none --iters 2
 fi
 
+if has wq; then
+  step test_cuda_wq 120 "$B/test_cuda_wq"
+  tail -n 2 "$log" | tee -a "$sum"
+fi
+
+if has ncusrc; then
+  # Instruction mix and per-SASS-line stall samples of the W4A16 m = 1 kernel (gate_up).
+  step ncu-wq-instr 120 ncu --clock-control none --kernel-name regex:wq_gemm --launch-skip 2 --launch-count 1 \
+    --section InstructionStats --section WarpStateStats --section SpeedOfLight \
+    "$B/bench_kernels_cuda" --skip-ceilings --skip-attention --shapes gate_up --rows 1 --iters 2
+  timeout 150 ncu --clock-control none --kernel-name regex:wq_gemm --launch-skip 2 --launch-count 1 \
+    --section SourceCounters --section WarpStateStats --page source --print-source sass --csv \
+    "$B/bench_kernels_cuda" --skip-ceilings --skip-attention --shapes gate_up --rows 1 --iters 2 > "$OUT/ncu_wq_source.csv" 2>&1
+  echo "ncu source rc=$? $(wc -c < "$OUT/ncu_wq_source.csv") bytes" | tee -a "$sum"
+fi
+
+if has densecmp; then
+  QQ_WQ_SKINNY_MAX_M=0 step bench-dense 120 "$B/bench_kernels_cuda" --skip-ceilings --skip-attention --rows 8,16,32,64
+  sed -n '/===== bench-dense/,$p' "$log" | grep -v '^JSON' | tee -a "$sum"
+fi
+
 if has bench2; then
   step bench-kernels 200 "$B/bench_kernels_cuda"
   sed -n '/===== bench-kernels/,$p' "$log" | grep -v '^JSON' | tee -a "$sum"
