@@ -121,8 +121,9 @@ fi
 if has bench2; then
   step bench-kernels 200 "$B/bench_kernels_cuda"
   sed -n '/===== bench-kernels/,$p' "$log" | grep -v '^JSON' | tee -a "$sum"
-  step peer-gemm 200 python3 bench/peer_gemm.py --out "$OUT/peer_gemm.json"
+  step peer-gemm 200 python3 bench/peer_gemm.py --rows 1,8,16,32,64,256 --out "$OUT/peer_gemm.json"
   step peer-sdpa 60 python3 bench/peer_sdpa.py --out "$OUT/peer_sdpa.json"
-  sed -n '/===== peer-gemm/,$p' "$log" | tail -n 40 | tee -a "$sum"
+  python3 bench/cuda_report.py "$log" "$OUT/peer_gemm.json" "$OUT/peer_sdpa.json" > "$OUT/report.md" 2>&1
+  cat "$OUT/report.md" >> "$sum"
 fi
 echo "total $(( $(date +%s) - t0 )) s" | tee -a "$sum"

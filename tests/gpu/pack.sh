@@ -25,7 +25,7 @@ mkdir -p "$stage/build-gpu/bin" "$stage/tests" "$stage/bench" "$stage/shared/ben
   "$stage/shared/fixtures/corpora"
 for t in $targets; do strip -o "$stage/build-gpu/bin/$t" build-gpu/bin/$t; done
 cp -r tests/gpu "$stage/tests/"
-cp bench/peer_*.py "$stage/bench/"
+cp bench/peer_*.py bench/cuda_report.py "$stage/bench/"
 cp ../shared/bench/peers_torch.py "$stage/shared/bench/"
 for m in $models; do cp -r "$fx/models/$m" "$stage/shared/fixtures/models/"; done
 for f in wikitext2-test.txt brown-dev.txt spam-val.jsonl calib-mix.jsonl; do cp "$fx/corpora/$f" "$stage/shared/fixtures/corpora/"; done
