@@ -461,17 +461,18 @@ __device__ __forceinline__ void wq_mainloop(const wq_gemm_args &p, int nt, int c
   const int xlim = kx - wq_bfrag_col(lane); /* tile column base must be < xlim (kx % 4 == 0) */
   const int c_xfull = kx / KCH;             /* chunks below this one have every column */
   /* x of chunk c (xo = its offset from c0 in uint2 units: 4 per tile): checked or not. */
-  auto load_bx = [&](int c, int xo, uint2(&b)[TPC][MT]) {
+  /* x of chunk c into b: xp + off points at it (off: 0 = the current chunk, 4·TPC = the next). */
+  auto load_bx = [&](int c, int off, uint2(&b)[TPC][MT]) {
     if (c < c_xfull) { /* warp-uniform */
 #pragma unroll
       for (int j = 0; j < TPC; j++)
 #pragma unroll
-        for (int mt = 0; mt < MT; mt++) b[j][mt] = __ldg(xp[mt] + xo + 4 * j);
+        for (int mt = 0; mt < MT; mt++) b[j][mt] = __ldg(xp[mt] + off + 4 * j);
     } else {
 #pragma unroll
       for (int j = 0; j < TPC; j++)
 #pragma unroll
-        for (int mt = 0; mt < MT; mt++) b[j][mt] = wq_ldx(xp[mt] + xo + 4 * j, (c * TPC + j) * 16 < xlim);
+        for (int mt = 0; mt < MT; mt++) b[j][mt] = wq_ldx(xp[mt] + off + 4 * j, (c * TPC + j) * 16 < xlim);
     }
   };
 
@@ -530,14 +531,31 @@ __device__ __forceinline__ void wq_mainloop(const wq_gemm_args &p, int nt, int c
   static_assert(U % 2 == 0, "x ping-pong needs an even U");
   uint2 bx[2][TPC][MT];
   if constexpr (MT <= 2) load_bx(c0, 0, bx[0]);
-  int xo = 0; /* offset of the current chunk's x from c0, uint2 units */
-  auto chunk = [&](const uint4 &ck, int c, uint2(&b)[TPC][MT], uint2(&bn)[TPC][MT]) {
+  /* One chunk; FAST (a stage-level guarantee): the chunk, the next one and their x columns all exist,
+   * so nothing is checked but the group boundary. xp advances to the next chunk. */
+  auto chunk = [&](const uint4 &ck, int c, uint2(&b)[TPC][MT], uint2(&bn)[TPC][MT], auto fast) {
+    constexpr bool FAST = decltype(fast)::value;
     if constexpr (MT <= 2) {
-      if (c + 1 < c1) load_bx(c + 1, xo + 4 * TPC, bn);
+      if constexpr (FAST) {
+#pragma unroll
+        for (int j = 0; j < TPC; j++)
+#pragma unroll
+          for (int mt = 0; mt < MT; mt++) bn[j][mt] = __ldg(xp[mt] + 4 * TPC + 4 * j);
+      } else if (c + 1 < c1) {
+        load_bx(c + 1, 4 * TPC, bn);
+      }
     } else {
-      load_bx(c, xo, b);
+      if constexpr (FAST) {
+#pragma unroll
+        for (int j = 0; j < TPC; j++)
+#pragma unroll
+          for (int mt = 0; mt < MT; mt++) b[j][mt] = __ldg(xp[mt] + 4 * j);
+      } else {
+        load_bx(c, 0, b);
+      }
     }
-    xo += 4 * TPC;
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) xp[mt] += 4 * TPC;
     const int kt0 = c * TPC;
     if (kt0 == g_end) next_group();
     if (g_end >= kt0 + TPC) { /* no boundary inside the chunk: the common case */
@@ -561,10 +579,16 @@ __device__ __forceinline__ void wq_mainloop(const wq_gemm_args &p, int nt, int c
         wq_cp_wait<S - 2>();  /* this lane's copies of this stage have landed */
         issue((sl + S - 1) % S); /* into the slot read (and consumed) in the previous stage */
         const uint4 *sp = ring + sl * U * 32 + lane;
+        if (c + U < c1 && c + U < c_xfull) { /* warp-uniform: every chunk whole, the next one too */
 #pragma unroll
-        for (int u = 0; u < U; u++) {
-          if (c < c1) chunk(sp[u * 32], c, bx[u & 1], bx[(u + 1) & 1]);
-          c++;
+          for (int u = 0; u < U; u++) chunk(sp[u * 32], c + u, bx[u & 1], bx[(u + 1) & 1], std::true_type{});
+          c += U;
+        } else {
+#pragma unroll
+          for (int u = 0; u < U; u++) {
+            if (c < c1) chunk(sp[u * 32], c, bx[u & 1], bx[(u + 1) & 1], std::false_type{});
+            c++;
+          }
         }
       }
     }
