@@ -46,10 +46,13 @@
  *                    gathered from the paged cache row by row with cp.async (16 B per request, zero-filled
  *                    past the end so masked scores never meet garbage: 0·NaN would poison O) into
  *                    XOR-swizzled shared memory (chunk ^ (row & 7): ldmatrix rows hit 8 distinct bank
- *                    groups) with a 3-stage pipeline; block ids for the next tile are fetched one tile
- *                    ahead so the gather does not stall behind a dependent load after each barrier.
- *                    Two shapes of one template:
- *                      prefill: 8 warps along rows (BM 128), each warp all 64 keys of a tile;
+ *                    groups) with a 2-3 stage pipeline; block ids for the next tile are fetched one tile
+ *                    ahead (as cache offsets in shared memory) so the gather does not stall behind a
+ *                    dependent load after each barrier. Two shapes of one template (MmaShape):
+ *                      prefill: 4 warps along rows, 32 rows each (two m16 row tiles: every K and V
+ *                               fragment read from shared memory feeds two MMAs — the kernel is bound
+ *                               by shared-memory reads), BM 128, each warp all 64 keys of a tile, 2 CTAs
+ *                               per SM (FlashAttention-2's hd-128 tile);
  *                      decode:  one warp of rows (BM 16: n_new·G ≤ 16) and 4 warps splitting each key
  *                               tile 4 × 16 keys, merged through shared memory at the end (decode is
  *                               memory-bound: the MMA only saves the CUDA cores the dot products).
@@ -62,9 +65,14 @@
  *
  * Constants (chosen on paper, not yet measured; re-measure on the target GPU and write the numbers here):
  *   prefill BM 128 × BN 64: a 32 KB K/V tile feeds 4.2 MFLOP (hd 128), 128 FLOP per byte moved from L2,
- *   so ~350 TFLOP/s needs ~2.7 TB/s of L2→SMEM traffic (BM 64 would need twice that). 16 rows per warp
- *   with Q in registers: ptxas gives 235 registers (sm_90a; Q 32 + O 64 + S 32 + addressing), so one
- *   256-thread CTA per SM, and a third K/V stage costs nothing (128 KB of 227). Decode: 3 stages of 64
+ *   so ~350 TFLOP/s needs ~2.7 TB/s of L2→SMEM traffic (BM 64 would need twice that). Measured (H200,
+ *   Qwen2.5-7B heads, 2048 tokens) with 8 warps × 16 rows: 181-191 TFLOP/s, 1 CTA/SM at 235 registers,
+ *   stalled on shared-memory reads (~16 FLOP per byte of ldmatrix). Now 4 warps × 32 rows: per 64 keys
+ *   and hd 128 a warp issues 32 K + 32 V + 32 Q ldmatrix for 256 MMAs (was 64 for 128): ~26 FLOP per
+ *   byte. hd 128 holds O (128 registers) + S of 32 keys at a time (64) and re-reads Q per k-step; 255
+ *   registers, ptxas spills only a few values live across the key loop (prologue/epilogue loads, none
+ *   inside the loop); 2 CTAs × 96 KB (2 stages). SUB = 64 (S of all 64 keys at once, half the Q reads)
+ *   spills ~5 values inside the loop: measure both. Decode: 3 stages of 64
  *   keys keep ≥ 64 KB of K/V in flight per CTA, 2 CTAs per SM; split_len ≥ 256 keys keeps each split's
  *   fixed cost (Q load, epilogue, partial write) small against its loads.
  */
