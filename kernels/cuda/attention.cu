@@ -46,10 +46,13 @@
  *                    gathered from the paged cache row by row with cp.async (16 B per request, zero-filled
  *                    past the end so masked scores never meet garbage: 0·NaN would poison O) into
  *                    XOR-swizzled shared memory (chunk ^ (row & 7): ldmatrix rows hit 8 distinct bank
- *                    groups) with a 3-stage pipeline; block ids for the next tile are fetched one tile
- *                    ahead so the gather does not stall behind a dependent load after each barrier.
- *                    Two shapes of one template:
- *                      prefill: 8 warps along rows (BM 128), each warp all 64 keys of a tile;
+ *                    groups) with a 2-3 stage pipeline; block ids for the next tile are fetched one tile
+ *                    ahead (as cache offsets in shared memory) so the gather does not stall behind a
+ *                    dependent load after each barrier. Two shapes of one template (MmaShape):
+ *                      prefill: 4 warps along rows, 32 rows each (two m16 row tiles: every K and V
+ *                               fragment read from shared memory feeds two MMAs — the kernel is bound
+ *                               by shared-memory reads), BM 128, each warp all 64 keys of a tile, 2 CTAs
+ *                               per SM (FlashAttention-2's hd-128 tile);
  *                      decode:  one warp of rows (BM 16: n_new·G ≤ 16) and 4 warps splitting each key
  *                               tile 4 × 16 keys, merged through shared memory at the end (decode is
  *                               memory-bound: the MMA only saves the CUDA cores the dot products).
@@ -62,9 +65,14 @@
  *
  * Constants (chosen on paper, not yet measured; re-measure on the target GPU and write the numbers here):
  *   prefill BM 128 × BN 64: a 32 KB K/V tile feeds 4.2 MFLOP (hd 128), 128 FLOP per byte moved from L2,
- *   so ~350 TFLOP/s needs ~2.7 TB/s of L2→SMEM traffic (BM 64 would need twice that). 16 rows per warp
- *   with Q in registers: ptxas gives 235 registers (sm_90a; Q 32 + O 64 + S 32 + addressing), so one
- *   256-thread CTA per SM, and a third K/V stage costs nothing (128 KB of 227). Decode: 3 stages of 64
+ *   so ~350 TFLOP/s needs ~2.7 TB/s of L2→SMEM traffic (BM 64 would need twice that). Measured (H200,
+ *   Qwen2.5-7B heads, 2048 tokens) with 8 warps × 16 rows: 181-191 TFLOP/s, 1 CTA/SM at 235 registers,
+ *   stalled on shared-memory reads (~16 FLOP per byte of ldmatrix). Now 4 warps × 32 rows: per 64 keys
+ *   and hd 128 a warp issues 32 K + 32 V + 32 Q ldmatrix for 256 MMAs (was 64 for 128): ~26 FLOP per
+ *   byte. hd 128 holds O (128 registers) + S of 32 keys at a time (64) and re-reads Q per k-step; 255
+ *   registers, ptxas spills only a few values live across the key loop (prologue/epilogue loads, none
+ *   inside the loop); 2 CTAs × 96 KB (2 stages). SUB = 64 (S of all 64 keys at once, half the Q reads)
+ *   spills ~5 values inside the loop: measure both. Decode: 3 stages of 64
  *   keys keep ≥ 64 KB of K/V in flight per CTA, 2 CTAs per SM; split_len ≥ 256 keys keeps each split's
  *   fixed cost (Q load, epilogue, partial write) small against its loads.
  */
@@ -121,15 +129,15 @@ __host__ __device__ __forceinline__ void split_keys(const TileGeom &g, int split
   *kb = split * split_len;
   *ke = split == g.n_used - 1 ? g.kv_len : *kb + split_len;
 }
-/* The rows [wr0, wr0 + 16) of one warp within its tile: active when any is a real row; causal frontiers
+/* The rows [wr0, wr0 + n) of one warp within its tile: active when any is a real row; causal frontiers
  * (query positions) of its first and last real row. */
 struct WarpRows {
   bool active;
   int q_min, q_max;
 };
-__host__ __device__ __forceinline__ WarpRows warp_rows(const TileGeom &g, int n_past, int group, int w_off) {
+__host__ __device__ __forceinline__ WarpRows warp_rows(const TileGeom &g, int n_past, int group, int w_off, int n) {
   WarpRows w;
-  const int wr0 = g.r0 + w_off, wrl = wr0 + 15 < g.r0 + g.rows - 1 ? wr0 + 15 : g.r0 + g.rows - 1;
+  const int wr0 = g.r0 + w_off, wrl = wr0 + n - 1 < g.r0 + g.rows - 1 ? wr0 + n - 1 : g.r0 + g.rows - 1;
   w.active = w_off < g.rows;
   w.q_min = n_past + wr0 / group;
   w.q_max = n_past + wrl / group;
@@ -373,25 +381,35 @@ __global__ void __launch_bounds__(128) attn_kv_copy(const int32_t *__restrict__ 
 
 /* ---- tensor-core attention ------------------------------------------------------------------------------- */
 
-/* NWM warps along rows (16 rows each), NWN warps along the keys of a tile (BNW keys each). */
-template <int HD_, int NWM_, int NWN_, int BNW_, int STAGES_, int MINB_> struct MmaShape {
-  static constexpr int HD = HD_, NWM = NWM_, NWN = NWN_, BNW = BNW_, STAGES = STAGES_, MINB = MINB_;
-  static constexpr int BM = 16 * NWM, BN = BNW * NWN, NT = 32 * NWM * NWN, CH = HD / 8;
+/* NWM warps along rows (MR m16 row tiles = 16·MR rows each), NWN warps along the keys of a tile (BNW
+ * keys each). A warp with MR = 2 reuses every K and V fragment it reads from shared memory for two row
+ * tiles (two MMAs per ldmatrix instead of one): the tensor-core path is bound by shared-memory reads, so
+ * that halves the bytes per FLOP. Q fragments stay in registers when they take ≤ 32 of them (MR·HD ≤
+ * 128); else they are re-read from shared memory at each k-step (hd 128 with MR 2: 64 Q registers next
+ * to 128 of O and 64 of S would not fit), which still costs fewer reads than K (MR vs BNW/16 per k-step). */
+template <int HD_, int NWM_, int NWN_, int BNW_, int STAGES_, int MINB_, int MR_ = 1, int SUB_ = 0> struct MmaShape {
+  static constexpr int HD = HD_, NWM = NWM_, NWN = NWN_, BNW = BNW_, STAGES = STAGES_, MINB = MINB_, MR = MR_;
+  static constexpr int SUB = SUB_ ? SUB_ : BNW; /* keys whose scores a warp holds at once */
+  static constexpr int WROWS = 16 * MR;                   /* rows per warp */
+  static constexpr int BM = WROWS * NWM, BN = BNW * NWN, NT = 32 * NWM * NWN, CH = HD / 8;
+  static constexpr bool QREG = MR == 1;                  /* Q fragments held in registers */
   static constexpr int RPT = BN * CH / NT;   /* K/V tile rows each thread loads */
   static constexpr int ROW_STEP = NT / CH;   /* ... spaced this far apart */
   static constexpr int RED_STRIDE = HD + 8;  /* fp32 row stride of the cross-warp merge (fewer bank conflicts) */
   static constexpr size_t Q_BYTES = (size_t)BM * HD * 2;
   static constexpr size_t KV_BYTES = (size_t)BN * HD * 2; /* one of K or V, one stage */
   static constexpr size_t RED_BYTES = NWN > 1 ? (size_t)NWN * BM * (RED_STRIDE + 2) * 4 : 0;
-  static constexpr size_t SMEM = Q_BYTES + STAGES * 2 * KV_BYTES;
-  static_assert(HD % 16 == 0 && BNW % 16 == 0, "MMA tiles are 16 wide");
-  static_assert(NT % CH == 0 && BN % ROW_STEP == 0, "loader mapping");
+  static constexpr size_t SMEM = Q_BYTES + STAGES * 2 * KV_BYTES + 2 * BN * sizeof(int64_t); /* + key offsets */
+  static_assert(HD % 16 == 0 && BNW % 16 == 0 && SUB % 16 == 0 && BNW % SUB == 0, "MMA tiles are 16 wide");
+  static_assert(MR >= 1 && STAGES >= 2, "shape");
+  static_assert(NT % CH == 0 && BN % ROW_STEP == 0 && BN <= NT, "loader mapping");
   static_assert(RED_BYTES <= STAGES * 2 * KV_BYTES, "merge scratch reuses the K/V stages");
 };
-/* Prefill: 8 warps × 16 rows, 64-key tiles, 3 stages, one CTA per SM (registers decide: hd 128 takes
- * ~230/thread; hd 64 spills inside the key loop when held to the 128 that two CTAs per SM would need).
- * Shared memory: hd 128 32 + 3·32 KB = 128 KB; hd 64 16 + 3·16 = 64 KB. */
-template <int HD> using PrefillShape = MmaShape<HD, 8, 1, 64, 3, 1>;
+/* Prefill: 4 warps × 32 rows (BM 128), 64-key tiles, 2 CTAs per SM (FlashAttention-2's hd-128 tile).
+ * hd 128: Q re-read from shared memory, ≤ 255 registers (O 128 + S 64 + addressing), shared memory
+ * 32 + 2·32 KB = 96 KB per CTA, two stages (a third would not leave room for the second CTA, which
+ * overlaps its loads anyway); hd 64: Q in registers, 16 + 3·16 KB = 64 KB, three stages. */
+template <int HD> using PrefillShape = MmaShape<HD, 4, 1, 64, HD == 64 ? 3 : 2, 2, 2, HD == 64 ? 64 : 32>;
 /* Decode: 16 rows, 4 warps × 16 keys of each 64-key tile, 3 stages. hd 128: 4 + 96 KB, 2 CTAs/SM;
  * hd 64: 2 + 48 KB, 4 CTAs/SM. */
 template <int HD> using DecodeShape = MmaShape<HD, 1, 4, 16, 3, HD == 64 ? 4 : 2>;
@@ -399,10 +417,12 @@ template <int HD> using DecodeShape = MmaShape<HD, 1, 4, 16, 3, HD == 64 ? 4 : 2
 template <typename T, typename S>
 __global__ void __launch_bounds__(S::NT, S::MINB) attn_mma(const AttnArgs a) {
   constexpr int HD = S::HD, BM = S::BM, BN = S::BN, BNW = S::BNW, NT = S::NT, CH = S::CH, STAGES = S::STAGES;
-  constexpr int NB8 = BNW / 8, NKK = HD / 16, ND8 = HD / 8;
+  constexpr int MR = S::MR, WROWS = S::WROWS;
+  constexpr int SUB = S::SUB, NB8 = SUB / 8, NKK = HD / 16, ND8 = HD / 8;
   extern __shared__ __align__(128) uint8_t smem[];
   T *sq = reinterpret_cast<T *>(smem);
   T *skv = reinterpret_cast<T *>(smem + S::Q_BYTES); /* stage st: K at st·2·BN·HD, V at (st·2+1)·BN·HD */
+  int64_t *soff = reinterpret_cast<int64_t *>(smem + S::Q_BYTES + STAGES * 2 * S::KV_BYTES); /* [2][BN] */
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int wm = warp % S::NWM, wn = warp / S::NWM;
@@ -427,174 +447,242 @@ __global__ void __launch_bounds__(S::NT, S::MINB) attn_mma(const AttnArgs a) {
     cp_async16(smem_u32(sq + swz<HD>(r, ch)), src, ok);
   }
 
-  /* K/V gather: thread tid loads chunk tid % CH of rows tid / CH + i·ROW_STEP of a tile. The block ids
-   * of the tile after next are fetched while the current one computes. */
+  /* K/V gather: thread tid loads chunk tid % CH of rows tid / CH + i·ROW_STEP of a tile. The cache
+   * offsets of a tile's BN keys (-1 past the split's end: zero-filled) are computed once per key, by
+   * thread `key`, into shared memory (double-buffered: soff[t & 1] for tile t): the block id of the tile
+   * after next is fetched while the current one computes (one register per thread across the
+   * iteration) and turned into its offset at the end of the iteration. */
   const int ld_row = tid / CH, ld_ch = tid % CH;
   const int32_t *btab = a.blocks + sqr.block_off;
-  auto fetch_bids = [&](int j, int bid[S::RPT]) {
-#pragma unroll
-    for (int i = 0; i < S::RPT; ++i) {
-      const int pos = kb + j * BN + ld_row + i * S::ROW_STEP;
-      bid[i] = (j < nkt && pos < ke) ? __ldg(btab + blk_of(pos, a.bt, a.bt_shift)) : -1;
-    }
+  const int64_t slot_el = (int64_t)a.nkv * HD; /* elements per cache slot */
+  auto fetch_bid = [&](int j) {
+    const int pos = kb + j * BN + tid;
+    return (tid < BN && j < nkt && pos < ke) ? __ldg(btab + blk_of(pos, a.bt, a.bt_shift)) : -1;
   };
-  auto issue_kv = [&](int j, const int bid[S::RPT]) {
+  auto put_off = [&](int j, int bid) {
+    if (tid < BN)
+      soff[(j & 1) * BN + tid] =
+          bid >= 0 ? ((int64_t)bid * a.bt + slot_of(kb + j * BN + tid, a.bt, a.bt_shift)) * slot_el : -1;
+  };
+  const T *kct = kc + kvh * HD + ld_ch * 8, *vct = vc + kvh * HD + ld_ch * 8;
+  auto issue_kv = [&](int j) {
     T *sk = skv + (size_t)(j % STAGES) * 2 * BN * HD, *sv = sk + BN * HD;
+    const int64_t *so = soff + (j & 1) * BN;
 #pragma unroll
     for (int i = 0; i < S::RPT; ++i) {
-      const int r = ld_row + i * S::ROW_STEP, pos = kb + j * BN + r;
-      const bool ok = bid[i] >= 0;
-      const int64_t off = ok ? cache_off(bid[i], slot_of(pos, a.bt, a.bt_shift), a.bt, a.nkv, kvh, HD) + ld_ch * 8 : 0;
-      cp_async16(smem_u32(sk + swz<HD>(r, ld_ch)), kc + off, ok);
-      cp_async16(smem_u32(sv + swz<HD>(r, ld_ch)), vc + off, ok);
+      const int r = ld_row + i * S::ROW_STEP;
+      const int64_t off = so[r];
+      const bool ok = off >= 0;
+      cp_async16(smem_u32(sk + swz<HD>(r, ld_ch)), kct + (ok ? off : 0), ok);
+      cp_async16(smem_u32(sv + swz<HD>(r, ld_ch)), vct + (ok ? off : 0), ok);
     }
   };
-  int bid[S::RPT];
+  /* prologue: tiles 0 .. STAGES-2 (writing a buffer again comes after the barrier that follows the
+   * issue of the tile that read it, two tiles before) */
 #pragma unroll
   for (int st = 0; st < STAGES - 1; ++st) {
-    if (st < nkt) {
-      fetch_bids(st, bid);
-      issue_kv(st, bid);
-    }
+    put_off(st, fetch_bid(st));
+    __syncthreads();
+    if (st < nkt) issue_kv(st);
     cp_async_commit();
   }
-  fetch_bids(STAGES - 1, bid);
+  /* in flight: the offsets of tile j + STAGES - 1 are in soff at the top of iteration j */
+  put_off(STAGES - 1, fetch_bid(STAGES - 1));
 
-  /* This warp's rows and their causal frontiers (position of the query; INT_MAX for padding rows,
-   * which then see every key — all finite — and are never stored). */
-  const WarpRows wr = warp_rows(g, sqr.n_past, G, wm * 16);
-  int qpos[2];
+  /* This warp's rows wm·WROWS + [0, WROWS): row tile i, fragment half h holds row
+   * wm·WROWS + 16·i + frag_row(lane, 2h). Causal frontiers are query positions (INT_MAX for padding
+   * rows, which then see every key — all finite — and are never stored). */
+  const WarpRows wr = warp_rows(g, sqr.n_past, G, wm * WROWS, WROWS);
+  int qpos[MR][2];
 #pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    const int r = wm * 16 + frag_row(lane, 2 * h);
-    qpos[h] = r < g.rows ? sqr.n_past + (g.r0 + r) / G : INT_MAX;
+  for (int i = 0; i < MR; ++i)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int r = wm * WROWS + 16 * i + frag_row(lane, 2 * h);
+      qpos[i][h] = r < g.rows ? sqr.n_past + (g.r0 + r) / G : INT_MAX;
+    }
+  /* ldmatrix addresses. Every row a lane addresses has row & 7 == lane & 7 (fragments start at multiples
+   * of 16 rows), so the swizzled byte offset of chunk 2·kk + c, swz<HD>(r, 2·kk + c)·2 − r·HD·2, is
+   * 128·(kk >> 2) (an immediate once unrolled) + xa/xb[kk & 3] (c = ldsm_a_chunk / ldsm_b_chunk): four
+   * registers per operand pattern instead of one address register per (row tile, k-step). */
+  uint32_t xa[4], xb[4];
+#pragma unroll
+  for (int k4 = 0; k4 < 4; ++k4) {
+    xa[k4] = (uint32_t)(((2 * k4 + ldsm_a_chunk(lane)) ^ (lane & 7)) << 4);
+    xb[k4] = (uint32_t)(((2 * k4 + ldsm_b_chunk(lane)) ^ (lane & 7)) << 4);
   }
+  const uint32_t q_base = smem_u32(sq) + (uint32_t)((wm * WROWS + ldsm_a_row(lane)) * HD * 2);
 
-  uint32_t qf[NKK][4];
-  float o[ND8][4];
-  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+  uint32_t qf[S::QREG ? MR : 1][S::QREG ? NKK : 1][4];
+  float o[MR][ND8][4];
+  float m[MR][2], l[MR][2];
 #pragma unroll
-  for (int d = 0; d < ND8; ++d) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.f;
+  for (int i = 0; i < MR; ++i) {
+    m[i][0] = m[i][1] = -INFINITY;
+    l[i][0] = l[i][1] = 0.f;
+#pragma unroll
+    for (int d = 0; d < ND8; ++d) o[i][d][0] = o[i][d][1] = o[i][d][2] = o[i][d][3] = 0.f;
+  }
 
   for (int j = 0; j < nkt; ++j) {
     cp_async_wait<STAGES - 2>();
     __syncthreads(); /* tile j visible; every warp is done with tile j-1, whose stage is refilled next */
-    if (j == 0) {
+    if constexpr (S::QREG) {
+      if (j == 0) {
 #pragma unroll
-      for (int kk = 0; kk < NKK; ++kk)
-        ldsm_x4(qf[kk], smem_u32(sq + swz<HD>(wm * 16 + ldsm_a_row(lane), 2 * kk + ldsm_a_chunk(lane))));
+        for (int i = 0; i < MR; ++i)
+#pragma unroll
+          for (int kk = 0; kk < NKK; ++kk)
+            ldsm_x4(qf[i][kk], q_base + (16 * i * HD + (kk >> 2) * 64) * 2 + xa[kk & 3]);
+      }
     }
+    int nbid = -1; /* block id of key tid of tile j + STAGES */
     if (j + STAGES - 1 < nkt) {
-      issue_kv(j + STAGES - 1, bid);
-      fetch_bids(j + STAGES, bid);
+      issue_kv(j + STAGES - 1);
+      nbid = fetch_bid(j + STAGES);
     }
     cp_async_commit();
 
-    const int kw0 = kb + j * BN + wn * BNW; /* first key of this warp's slice */
-    if (slice_skipped(wr, kw0)) continue;  /* past every row's frontier (or padding only) */
     const uint32_t sk_u = smem_u32(skv + (size_t)(j % STAGES) * 2 * BN * HD);
     const uint32_t sv_u = sk_u + BN * HD * 2;
+    /* the warp's BNW keys of the tile, SUB at a time (S of SUB keys live at once) */
+#pragma unroll
+    for (int hs = 0; hs < BNW / SUB; ++hs) {
+      const int c0 = wn * BNW + hs * SUB; /* first key of the sub-slice within the tile */
+      const int kw0 = kb + j * BN + c0;
+      if (slice_skipped(wr, kw0)) break; /* past every row's frontier (or padding only) */
 
-    /* S = Q Kᵀ over this warp's BNW keys */
-    float s[NB8][4];
+      /* S = Q Kᵀ over the SUB keys; each K fragment feeds the MR row tiles */
+      float s[MR][NB8][4];
 #pragma unroll
-    for (int n = 0; n < NB8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+      for (int i = 0; i < MR; ++i)
 #pragma unroll
-    for (int kk = 0; kk < NKK; ++kk) {
+        for (int n = 0; n < NB8; ++n) s[i][n][0] = s[i][n][1] = s[i][n][2] = s[i][n][3] = 0.f;
 #pragma unroll
-      for (int nb = 0; nb < BNW / 16; ++nb) {
-        uint32_t b[4];
-        ldsm_x4(b, sk_u + 2 * swz<HD>(wn * BNW + nb * 16 + ldsm_b_row(lane), 2 * kk + ldsm_b_chunk(lane)));
-        Mma16<T>::mma(s[2 * nb], qf[kk], b[0], b[1]);
-        Mma16<T>::mma(s[2 * nb + 1], qf[kk], b[2], b[3]);
+      for (int kk = 0; kk < NKK; ++kk) {
+        uint32_t qa[MR][4];
+#pragma unroll
+        for (int i = 0; i < MR; ++i) {
+          if constexpr (S::QREG) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) qa[i][e] = qf[i][kk][e];
+          } else {
+            ldsm_x4(qa[i], q_base + (16 * i * HD + (kk >> 2) * 64) * 2 + xa[kk & 3]);
+          }
+        }
+#pragma unroll
+        for (int nb = 0; nb < SUB / 16; ++nb) {
+          uint32_t b[4];
+          ldsm_x4(b, sk_u + ((c0 + nb * 16 + ldsm_b_row(lane)) * HD + (kk >> 2) * 64) * 2 + xb[kk & 3]);
+#pragma unroll
+          for (int i = 0; i < MR; ++i) {
+            Mma16<T>::mma(s[i][2 * nb], qa[i], b[0], b[1]);
+            Mma16<T>::mma(s[i][2 * nb + 1], qa[i], b[2], b[3]);
+          }
+        }
+      }
+
+      /* online softmax per row tile, log2 domain; the causal compare only where the slice crosses a frontier */
+      const bool mask = slice_masked(wr, kw0, SUB);
+#pragma unroll
+      for (int i = 0; i < MR; ++i)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          float mx = -INFINITY;
+#pragma unroll
+          for (int n = 0; n < NB8; ++n)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              float x = s[i][n][2 * h + e] * a.scale_log2;
+              if (mask && kw0 + n * 8 + frag_col(lane, e) > qpos[i][h]) x = -INFINITY;
+              s[i][n][2 * h + e] = x;
+              mx = fmaxf(mx, x);
+            }
+          mx = fmaxf(mx, __shfl_xor_sync(kFull, mx, 1));
+          mx = fmaxf(mx, __shfl_xor_sync(kFull, mx, 2));
+          const float mnew = fmaxf(m[i][h], mx);
+          const float muse = mnew == -INFINITY ? 0.f : mnew; /* a row with nothing visible yet stays all zero */
+          const float alpha = fast_exp2(m[i][h] - muse);
+          m[i][h] = mnew;
+          float sum = 0.f;
+#pragma unroll
+          for (int n = 0; n < NB8; ++n)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              const float p = fast_exp2(s[i][n][2 * h + e] - muse);
+              s[i][n][2 * h + e] = p;
+              sum += p;
+            }
+          l[i][h] = l[i][h] * alpha + sum; /* per-lane partial: the quad's lanes share alpha; summed at the end */
+#pragma unroll
+          for (int d = 0; d < ND8; ++d) {
+            o[i][d][2 * h] *= alpha;
+            o[i][d][2 * h + 1] *= alpha;
+          }
+        }
+
+      /* O += P V: the S accumulators of key tiles 2k, 2k+1 are the A fragment of k-step k; each V
+       * fragment feeds the MR row tiles */
+#pragma unroll
+      for (int kk = 0; kk < SUB / 16; ++kk) {
+        uint32_t pa[MR][4];
+#pragma unroll
+        for (int i = 0; i < MR; ++i) {
+          pa[i][0] = Mma16<T>::pack(s[i][2 * kk][0], s[i][2 * kk][1]);
+          pa[i][1] = Mma16<T>::pack(s[i][2 * kk][2], s[i][2 * kk][3]);
+          pa[i][2] = Mma16<T>::pack(s[i][2 * kk + 1][0], s[i][2 * kk + 1][1]);
+          pa[i][3] = Mma16<T>::pack(s[i][2 * kk + 1][2], s[i][2 * kk + 1][3]);
+        }
+#pragma unroll
+        for (int dn = 0; dn < HD / 16; ++dn) {
+          uint32_t b[4];
+          ldsm_x4_t(b, sv_u + ((c0 + kk * 16 + ldsm_a_row(lane)) * HD + (dn >> 2) * 64) * 2 + xa[dn & 3]);
+#pragma unroll
+          for (int i = 0; i < MR; ++i) {
+            Mma16<T>::mma(o[i][2 * dn], pa[i], b[0], b[1]);
+            Mma16<T>::mma(o[i][2 * dn + 1], pa[i], b[2], b[3]);
+          }
+        }
       }
     }
+    /* read at iteration j+1, after its barrier; the other buffer is being read now */
+    put_off(j + STAGES, nbid);
+  }
 
-    /* online softmax, log2 domain; the causal compare only where the slice crosses a frontier */
-    const bool mask = slice_masked(wr, kw0, BNW);
+#pragma unroll
+  for (int i = 0; i < MR; ++i)
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      float mx = -INFINITY;
-#pragma unroll
-      for (int n = 0; n < NB8; ++n)
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          float x = s[n][2 * h + e] * a.scale_log2;
-          if (mask && kw0 + n * 8 + frag_col(lane, e) > qpos[h]) x = -INFINITY;
-          s[n][2 * h + e] = x;
-          mx = fmaxf(mx, x);
-        }
-      mx = fmaxf(mx, __shfl_xor_sync(kFull, mx, 1));
-      mx = fmaxf(mx, __shfl_xor_sync(kFull, mx, 2));
-      const float mnew = fmaxf(m[h], mx);
-      const float muse = mnew == -INFINITY ? 0.f : mnew; /* a row with nothing visible yet stays all zero */
-      const float alpha = fast_exp2(m[h] - muse);
-      m[h] = mnew;
-      float sum = 0.f;
-#pragma unroll
-      for (int n = 0; n < NB8; ++n)
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const float p = fast_exp2(s[n][2 * h + e] - muse);
-          s[n][2 * h + e] = p;
-          sum += p;
-        }
-      l[h] = l[h] * alpha + sum; /* per-lane partial: the quad's lanes share alpha; summed at the end */
-#pragma unroll
-      for (int d = 0; d < ND8; ++d) {
-        o[d][2 * h] *= alpha;
-        o[d][2 * h + 1] *= alpha;
-      }
+      l[i][h] += __shfl_xor_sync(kFull, l[i][h], 1);
+      l[i][h] += __shfl_xor_sync(kFull, l[i][h], 2);
     }
-
-    /* O += P V: the S accumulators of key tiles 2k, 2k+1 are the A fragment of k-step k */
-#pragma unroll
-    for (int kk = 0; kk < BNW / 16; ++kk) {
-      uint32_t pa[4];
-      pa[0] = Mma16<T>::pack(s[2 * kk][0], s[2 * kk][1]);
-      pa[1] = Mma16<T>::pack(s[2 * kk][2], s[2 * kk][3]);
-      pa[2] = Mma16<T>::pack(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-      pa[3] = Mma16<T>::pack(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-#pragma unroll
-      for (int dn = 0; dn < HD / 16; ++dn) {
-        uint32_t b[4];
-        ldsm_x4_t(b, sv_u + 2 * swz<HD>(wn * BNW + kk * 16 + ldsm_a_row(lane), 2 * dn + ldsm_a_chunk(lane)));
-        Mma16<T>::mma(o[2 * dn], pa, b[0], b[1]);
-        Mma16<T>::mma(o[2 * dn + 1], pa, b[2], b[3]);
-      }
-    }
-  }
-
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    l[h] += __shfl_xor_sync(kFull, l[h], 1);
-    l[h] += __shfl_xor_sync(kFull, l[h], 2);
-  }
   const bool direct = g.n_used == 1;
   T *out = static_cast<T *>(a.out);
 
   if constexpr (S::NWN == 1) {
     if (!wr.active) return;
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int r = wm * 16 + frag_row(lane, 2 * h);
-      if (r >= g.rows) continue;
-      const int64_t orow = qo_row(sqr.row, g.r0 + r, G, a.nh, kvh);
-      if (direct) {
-        const float inv = inv_or_zero(l[h]);
+    for (int i = 0; i < MR; ++i)
 #pragma unroll
-        for (int d = 0; d < ND8; ++d)
-          *reinterpret_cast<uint32_t *>(out + orow * HD + d * 8 + frag_col(lane, 0)) =
-              Mma16<T>::pack(o[d][2 * h] * inv, o[d][2 * h + 1] * inv);
-      } else {
-        const int64_t pi = orow * a.n_splits + split;
+      for (int h = 0; h < 2; ++h) {
+        const int r = wm * WROWS + 16 * i + frag_row(lane, 2 * h);
+        if (r >= g.rows) continue;
+        const int64_t orow = qo_row(sqr.row, g.r0 + r, G, a.nh, kvh);
+        if (direct) {
+          const float inv = inv_or_zero(l[i][h]);
 #pragma unroll
-        for (int d = 0; d < ND8; ++d)
-          *reinterpret_cast<float2 *>(a.part_o + pi * HD + d * 8 + frag_col(lane, 0)) =
-              make_float2(o[d][2 * h], o[d][2 * h + 1]);
-        if ((lane & 3) == 0) *reinterpret_cast<float2 *>(a.part_ml + pi * 2) = make_float2(m[h], l[h]);
+          for (int d = 0; d < ND8; ++d)
+            *reinterpret_cast<uint32_t *>(out + orow * HD + d * 8 + frag_col(lane, 0)) =
+                Mma16<T>::pack(o[i][d][2 * h] * inv, o[i][d][2 * h + 1] * inv);
+        } else {
+          const int64_t pi = orow * a.n_splits + split;
+#pragma unroll
+          for (int d = 0; d < ND8; ++d)
+            *reinterpret_cast<float2 *>(a.part_o + pi * HD + d * 8 + frag_col(lane, 0)) =
+                make_float2(o[i][d][2 * h], o[i][d][2 * h + 1]);
+          if ((lane & 3) == 0) *reinterpret_cast<float2 *>(a.part_ml + pi * 2) = make_float2(m[i][h], l[i][h]);
+        }
       }
-    }
   } else {
     /* Merge the NWN key slices of the same rows: each warp parks (m, l, o) in shared memory (over the
      * K/V stages, now idle), then all threads combine them element-wise and store coalesced. */
@@ -604,17 +692,19 @@ __global__ void __launch_bounds__(S::NT, S::MINB) attn_mma(const AttnArgs a) {
     float *red_o = reinterpret_cast<float *>(smem + S::Q_BYTES); /* [NWN][BM][RS] */
     float *red_ml = red_o + S::NWN * BM * RS;                       /* [NWN][BM][2] */
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int r = wm * 16 + frag_row(lane, 2 * h);
-      float *ro = red_o + (wn * BM + r) * RS;
+    for (int i = 0; i < MR; ++i)
 #pragma unroll
-      for (int d = 0; d < ND8; ++d)
-        *reinterpret_cast<float2 *>(ro + d * 8 + frag_col(lane, 0)) = make_float2(o[d][2 * h], o[d][2 * h + 1]);
-      if ((lane & 3) == 0) {
-        red_ml[(wn * BM + r) * 2] = m[h];
-        red_ml[(wn * BM + r) * 2 + 1] = l[h];
+      for (int h = 0; h < 2; ++h) {
+        const int r = wm * WROWS + 16 * i + frag_row(lane, 2 * h);
+        float *ro = red_o + (wn * BM + r) * RS;
+#pragma unroll
+        for (int d = 0; d < ND8; ++d)
+          *reinterpret_cast<float2 *>(ro + d * 8 + frag_col(lane, 0)) = make_float2(o[i][d][2 * h], o[i][d][2 * h + 1]);
+        if ((lane & 3) == 0) {
+          red_ml[(wn * BM + r) * 2] = m[i][h];
+          red_ml[(wn * BM + r) * 2 + 1] = l[i][h];
+        }
       }
-    }
     __syncthreads();
     for (int e = tid; e < BM * HD; e += NT) {
       const int r = e / HD, col = e % HD;
@@ -837,8 +927,12 @@ struct AttnPlan {
 
 static bool aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
 
-template <int HD> static size_t mma_smem(bool decode) {
-  return decode ? DecodeShape<HD>::SMEM : PrefillShape<HD>::SMEM;
+/* Tile sizes, shared memory and CTAs per SM (for the split count) of a tensor-core shape. */
+template <typename S> static void mma_plan(AttnPlan *pl, int *per_sm) {
+  pl->bm = S::BM;
+  pl->bn = S::BN;
+  pl->smem = S::SMEM;
+  *per_sm = S::MINB;
 }
 
 /* Validates the call and picks path, tiles and splits. `ptrs_aligned`: q, k_cache, v_cache 16-byte
@@ -899,16 +993,12 @@ static qq_status attn_plan(const qq_cuda_ctx *c, const qq_attn_params *p, const 
     per_sm = 4;
   } else if (decode) {
     pl->path = PATH_MMA_DECODE;
-    pl->bm = 16;
-    pl->bn = 64;
-    pl->smem = hd == 64 ? mma_smem<64>(true) : mma_smem<128>(true);
-    per_sm = hd == 64 ? 4 : 2;
+    if (hd == 64) mma_plan<DecodeShape<64>>(pl, &per_sm);
+    else mma_plan<DecodeShape<128>>(pl, &per_sm);
   } else {
     pl->path = PATH_MMA_PREFILL;
-    pl->bm = 128;
-    pl->bn = 64;
-    pl->smem = hd == 64 ? mma_smem<64>(false) : mma_smem<128>(false);
-    per_sm = 1;
+    if (hd == 64) mma_plan<PrefillShape<64>>(pl, &per_sm);
+    else mma_plan<PrefillShape<128>>(pl, &per_sm);
   }
   if (pl->smem > c->smem_optin)
     return qq_error_set(err, QQ_ERR_UNSUPPORTED,
