@@ -533,10 +533,11 @@ __device__ __forceinline__ void wq_mainloop(const wq_gemm_args &p, int nt, int c
   if constexpr (MT <= 2) load_bx(c0, 0, bx[0]);
   /* One chunk; FAST (a stage-level guarantee): the chunk, the next one and their x columns all exist,
    * so nothing is checked but the group boundary. xp advances to the next chunk. */
-  auto chunk = [&](const uint4 &ck, int c, uint2(&b)[TPC][MT], uint2(&bn)[TPC][MT], auto fast) {
-    constexpr bool FAST = decltype(fast)::value;
+  /* (FAST is a literal at both call sites and folds after inlining; a generic lambda with a
+   * std::integral_constant parameter crashes nvcc 13.0's cudafe++.) */
+  auto chunk = [&](const uint4 &ck, int c, uint2(&b)[TPC][MT], uint2(&bn)[TPC][MT], const bool FAST) {
     if constexpr (MT <= 2) {
-      if constexpr (FAST) {
+      if (FAST) {
 #pragma unroll
         for (int j = 0; j < TPC; j++)
 #pragma unroll
@@ -545,7 +546,7 @@ __device__ __forceinline__ void wq_mainloop(const wq_gemm_args &p, int nt, int c
         load_bx(c + 1, 4 * TPC, bn);
       }
     } else {
-      if constexpr (FAST) {
+      if (FAST) {
 #pragma unroll
         for (int j = 0; j < TPC; j++)
 #pragma unroll
@@ -581,12 +582,12 @@ __device__ __forceinline__ void wq_mainloop(const wq_gemm_args &p, int nt, int c
         const uint4 *sp = ring + sl * U * 32 + lane;
         if (c + U < c1 && c + U < c_xfull) { /* warp-uniform: every chunk whole, the next one too */
 #pragma unroll
-          for (int u = 0; u < U; u++) chunk(sp[u * 32], c + u, bx[u & 1], bx[(u + 1) & 1], std::true_type{});
+          for (int u = 0; u < U; u++) chunk(sp[u * 32], c + u, bx[u & 1], bx[(u + 1) & 1], true);
           c += U;
         } else {
 #pragma unroll
           for (int u = 0; u < U; u++) {
-            if (c < c1) chunk(sp[u * 32], c, bx[u & 1], bx[(u + 1) & 1], std::false_type{});
+            if (c < c1) chunk(sp[u * 32], c, bx[u & 1], bx[(u + 1) & 1], false);
             c++;
           }
         }
