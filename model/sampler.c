@@ -189,6 +189,7 @@ int32_t qq_sampler_sample_candidates(qq_sampler *s, const float *vals, const int
   if (s->p.temperature <= 0.0f) return ids[0]; /* v = logit · 1: the first candidate is the argmax */
   const bool top_k = uses_top_k(s, n);
   if (!top_k && !(s->p.top_p < 1.0f)) return -1; /* plain temperature: a draw over every logit, in id order */
+  if (top_k && c < s->p.top_k) return -1; /* the top-k support must be complete */
   if (!grow(s, c)) return -1;
   for (int32_t i = 0; i < c; i++) s->pairs[i] = (vi_pair){vals[i], ids[i]};
   return draw(s, s->pairs, c, top_k ? s->p.top_k : n, n, row_total);

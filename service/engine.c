@@ -409,9 +409,8 @@ static bool cls_unit_done(qq_engine *e, unit *u, const float *rows, int32_t red)
     /* prefix done: the first token of every label is scored from its last row; longer labels fork */
     if (rows) log_softmax(rows, e->out_dim, e->lsm);
     for (int32_t k = 0; k < j->n_labels; k++) {
-      const qq_logits_stats *rs = &e->red_stats[red + k];
       r->ll[(size_t)u->input * (size_t)j->n_labels + (size_t)k] =
-          rows ? e->lsm[j->lab_ids[k][0]] : (double)rs->target - rs->lse;
+          rows ? e->lsm[j->lab_ids[k][0]] : (double)e->red_stats[red + k].target - e->red_stats[red + k].lse;
       if (j->lab_len[k] < 2) continue;
       unit *f = unit_add(e, r, u->input, k, j->lab_ids[k], j->lab_len[k] - 1, true);
       if (!f || qq_kv_seq_fork(e->kv, u->seq, u->n_feed, &f->seq, &err)) {
