@@ -1,4 +1,5 @@
 /* backend.c — the public kernels.h entry points: argument checks, then the backend's op table. */
+#include <float.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -241,4 +242,43 @@ qq_status qq_op_attention(qq_backend *be, const qq_attn_params *p, const qq_attn
 qq_status qq_op_kv_copy(qq_backend *be, const qq_attn_params *p, void *kc, void *vc, const int32_t *src,
                         const int32_t *dst, int32_t n_tokens, qq_error *err) {
   return be->vt->kv_copy(be, p, kc, vc, src, dst, n_tokens, err);
+}
+
+/* Checks shared by the logit-row reductions: the row list (indices cannot be checked against the
+ * buffer's size, which the backend does not know; negative ones can). */
+static qq_status check_logit_rows(const char *op, const void *x, int32_t n, const int32_t *rows, int32_t count,
+                                  qq_error *err) {
+  if (n <= 0) return qq_error_set(err, QQ_ERR_INVALID_ARG, "%s: rows of %d logits", op, n);
+  if (count < 0) return qq_error_set(err, QQ_ERR_INVALID_ARG, "%s: %d rows", op, count);
+  if (count > 0 && !x) return qq_error_set(err, QQ_ERR_INVALID_ARG, "%s: no logits buffer", op);
+  for (int32_t i = 0; rows && i < count; i++)
+    if (rows[i] < 0) return qq_error_set(err, QQ_ERR_RANGE, "%s: entry %d names row %d", op, i, rows[i]);
+  return QQ_OK;
+}
+
+qq_status qq_op_logits_reduce(qq_backend *be, const void *x, int32_t n, const int32_t *rows, const int32_t *targets,
+                              int32_t count, bool want_lse, qq_logits_stats *out, qq_error *err) {
+  qq_status st = check_logit_rows("logits_reduce", x, n, rows, count, err);
+  if (st != QQ_OK) return st;
+  if (count == 0) return QQ_OK;
+  if (!out) return qq_error_set(err, QQ_ERR_INVALID_ARG, "logits_reduce: no output array");
+  for (int32_t i = 0; targets && i < count; i++)
+    if (targets[i] < -1 || targets[i] >= n)
+      return qq_error_set(err, QQ_ERR_RANGE, "logits_reduce: target %d of entry %d outside [0, %d)", targets[i], i, n);
+  return be->vt->logits_reduce(be, x, n, rows, targets, count, want_lse, out, err);
+}
+
+qq_status qq_op_logits_topk(qq_backend *be, const void *x, int32_t n, const int32_t *rows, const float *scales,
+                            int32_t count, int32_t k, float *vals, int32_t *ids, double *sums, qq_error *err) {
+  qq_status st = check_logit_rows("logits_topk", x, n, rows, count, err);
+  if (st != QQ_OK) return st;
+  if (k < 1 || k > n || k > QQ_TOPK_MAX)
+    return qq_error_set(err, QQ_ERR_INVALID_ARG, "logits_topk: k = %d outside [1, min(n = %d, %d)]", k, n, QQ_TOPK_MAX);
+  if (count == 0) return QQ_OK;
+  if (!vals || !ids) return qq_error_set(err, QQ_ERR_INVALID_ARG, "logits_topk: no output arrays");
+  for (int32_t i = 0; scales && i < count; i++)
+    if (!(scales[i] > 0.0f && scales[i] <= FLT_MAX))
+      return qq_error_set(err, QQ_ERR_INVALID_ARG, "logits_topk: scale %g of entry %d is not positive and finite",
+                          (double)scales[i], i);
+  return be->vt->logits_topk(be, x, n, rows, scales, count, k, vals, ids, sums, err);
 }

@@ -48,6 +48,11 @@ typedef struct qq_backend_vtable {
                          qq_error *err);
   qq_status (*kv_copy)(qq_backend *be, const qq_attn_params *p, void *kc, void *vc, const int32_t *src,
                        const int32_t *dst, int32_t n_tokens, qq_error *err);
+  /* Logit-row reductions (kernels.h); arguments checked by backend.c. */
+  qq_status (*logits_reduce)(qq_backend *be, const void *x, int32_t n, const int32_t *rows, const int32_t *targets,
+                             int32_t count, bool want_lse, qq_logits_stats *out, qq_error *err);
+  qq_status (*logits_topk)(qq_backend *be, const void *x, int32_t n, const int32_t *rows, const float *scales,
+                           int32_t count, int32_t k, float *vals, int32_t *ids, double *sums, qq_error *err);
 } qq_backend_vtable;
 
 struct qq_backend {

@@ -202,6 +202,43 @@ qq_status qq_op_attention(qq_backend *be, const qq_attn_params *p, const qq_attn
 qq_status qq_op_kv_copy(qq_backend *be, const qq_attn_params *p, void *k_cache, void *v_cache,
                         const int32_t *src_blocks, const int32_t *dst_blocks, int32_t n_tokens, qq_error *err);
 
+/* ---- reductions over logit rows (perplexity, label scoring, greedy decoding, sampling) ----------------
+ * x: backend memory holding rows of n logits (the head matmul's output, in the activation dtype).
+ * The ops read `count` rows: rows_host[i] for entry i (a row may be named several times; the caller
+ * keeps every index within the buffer), or rows 0..count-1 when rows_host is NULL. Results land in
+ * host arrays; both ops wait for the device (not allowed inside a replayable step: call them after
+ * qq_backend_step_end). count 0 does nothing. */
+
+/* Per entry of qq_op_logits_reduce. */
+typedef struct qq_logits_stats {
+  double lse;      /* log Σ_j exp(x[j]) = max + log Σ_j exp(x[j] − max); NaN when want_lse is false */
+  float max;       /* max_j x[j] (NaN elements ignored) */
+  float target;    /* x[target] of the entry; 0 when it has none */
+  int32_t argmax;  /* the lowest j with x[j] == max: greedy decoding's tie rule (qq_sampler) */
+  int32_t pad_;
+} qq_logits_stats;
+/* targets_host: one id per entry in [-1, n) (-1: none), or NULL for none. NLL of the target =
+ * lse − target. want_lse = false skips the exponentials (argmax and max only: one pass).
+ * CPU reference: the sum of exp((double)x[j] − max) in double in index order, lse = max + log(sum)
+ * (the arithmetic of qq_eval_perplexity's log-softmax; consecutive entries naming the same row share
+ * one computation). CUDA: expf of x[j] − max in fp32, summed in double (lse within ~1e-7 relative of
+ * the reference). */
+qq_status qq_op_logits_reduce(qq_backend *be, const void *x, int32_t n, const int32_t *rows_host,
+                              const int32_t *targets_host, int32_t count, bool want_lse, qq_logits_stats *out_host,
+                              qq_error *err);
+
+/* Most candidates qq_op_logits_topk returns per row. */
+#define QQ_TOPK_MAX 4096
+/* The k largest scaled logits of each entry's row: v[j] = x[j] * scale (one fp32 multiply, as
+ * qq_sampler applies 1/temperature), sorted by v descending, ties by the lower id (qq_sampler's order).
+ * vals_host, ids_host: [count][k]. scales_host: one scale per entry (> 0, finite) or NULL for 1.
+ * sums_host ([count] or NULL): Σ_j exp((double)v[j] − v_max) over the whole row, exp and sum in double
+ * (the order of the sum is unspecified: within a few n·2^-53 relative of any other order).
+ * 1 <= k <= min(n, QQ_TOPK_MAX). -0.0 counts as +0.0. */
+qq_status qq_op_logits_topk(qq_backend *be, const void *x, int32_t n, const int32_t *rows_host,
+                            const float *scales_host, int32_t count, int32_t k, float *vals_host, int32_t *ids_host,
+                            double *sums_host, qq_error *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -39,18 +39,17 @@ qq_status qq_generate(qq_model *m, const int32_t *prompt, int32_t n_prompt, int3
   ko.max_seqs = 1;
   ko.max_seq_len = n_prompt + max_new;
   qq_kv_cache *kv = NULL;
-  float *logits = malloc((size_t)m->out_dim * sizeof(float));
   int32_t seq = -1;
-  if (!logits) {
-    st = qq_error_set(err, QQ_ERR_NOMEM, "out of memory");
-    goto done;
-  }
   if ((st = qq_kv_cache_create(m, &ko, &kv, err)) != QQ_OK) goto done;
   if ((st = qq_kv_seq_open(kv, &seq, err)) != QQ_OK) goto done;
   qq_forward_item it = {.seq = seq, .tokens = prompt, .n_tokens = n_prompt, .all_rows = false};
+  const int32_t row0 = 0;
   for (int32_t i = 0; i < max_new; i++) {
-    if ((st = qq_model_forward(m, kv, &it, 1, logits, err)) != QQ_OK) goto done;
-    int32_t tok = qq_sampler_sample(smp, logits, m->out_dim);
+    /* the logits row stays in backend memory: greedy takes its argmax, top-k / top-p its candidates */
+    const void *logits = NULL;
+    int32_t tok = -1;
+    if ((st = qq_model_forward_dev(m, kv, &it, 1, &logits, err)) != QQ_OK) goto done;
+    if ((st = qq_sampler_pick(m->be, logits, m->out_dim, &smp, &row0, 1, &tok, err)) != QQ_OK) goto done;
     if ((st = ids_push(out, tok, err)) != QQ_OK) goto done;
     if (cb && !cb(user, tok)) break;
     if (stop_at_eos && is_eos(&m->cfg, tok)) break;
@@ -60,7 +59,6 @@ qq_status qq_generate(qq_model *m, const int32_t *prompt, int32_t n_prompt, int3
 done:
   qq_kv_cache_free(kv);
   qq_sampler_free(smp);
-  free(logits);
   return st;
 }
 
@@ -81,14 +79,15 @@ static int32_t argmax_f(const float *x, int32_t n) {
   return b;
 }
 
-/* Scores one window [w] with all rows; logits out [w][V]. */
+/* Scores one window [w] with all rows: logits out [w][V] on the host, or (out NULL) *dev receives the
+ * model's buffer holding them in backend memory. */
 static qq_status window_logits(qq_model *m, qq_kv_cache *kv, const int32_t *ids, int32_t w, float *logits,
-                               qq_error *err) {
+                               const void **dev, qq_error *err) {
   int32_t seq;
   qq_status st = qq_kv_seq_open(kv, &seq, err);
   if (st != QQ_OK) return st;
   qq_forward_item it = {.seq = seq, .tokens = ids, .n_tokens = w, .all_rows = true};
-  st = qq_model_forward(m, kv, &it, 1, logits, err);
+  st = logits ? qq_model_forward(m, kv, &it, 1, logits, err) : qq_model_forward_dev(m, kv, &it, 1, dev, err);
   qq_kv_seq_close(kv, seq);
   return st;
 }
@@ -114,12 +113,16 @@ qq_status qq_eval_perplexity(qq_model *m, qq_model *ref, const int32_t *ids, siz
   ko.max_seqs = 1;
   ko.max_seq_len = window;
   qq_kv_cache *kv = NULL, *kv_ref = NULL;
-  float *lg = malloc((size_t)window * V * sizeof(float));
+  /* Without a reference model the rows stay in backend memory and only each row's log-sum-exp and
+   * target logit come back (qq_op_logits_reduce: the arithmetic of log_softmax above); KL needs both
+   * full distributions, downloaded. */
+  float *lg = ref ? malloc((size_t)window * V * sizeof(float)) : NULL;
   float *lg_ref = ref ? malloc((size_t)window * V * sizeof(float)) : NULL;
-  double *lp = malloc((size_t)V * sizeof(double));
+  double *lp = ref ? malloc((size_t)V * sizeof(double)) : NULL;
   double *lp_ref = ref ? malloc((size_t)V * sizeof(double)) : NULL;
+  qq_logits_stats *stats = ref ? NULL : malloc((size_t)window * sizeof *stats);
   qq_status st = QQ_OK;
-  if (!lg || !lp || (ref && (!lg_ref || !lp_ref))) {
+  if (ref ? (!lg || !lp || !lg_ref || !lp_ref) : !stats) {
     st = qq_error_set(err, QQ_ERR_NOMEM, "perplexity: out of memory");
     goto done;
   }
@@ -129,8 +132,20 @@ qq_status qq_eval_perplexity(qq_model *m, qq_model *ref, const int32_t *ids, siz
   int64_t count = 0, agree = 0;
   for (int32_t wi = 0; wi < nw; wi++) {
     const int32_t *w = ids + (size_t)wi * window;
-    if ((st = window_logits(m, kv, w, window, lg, err)) != QQ_OK) goto done;
-    if (ref && (st = window_logits(ref, kv_ref, w, window, lg_ref, err)) != QQ_OK) goto done;
+    if (!ref) {
+      const void *dev = NULL;
+      if ((st = window_logits(m, kv, w, window, NULL, &dev, err)) != QQ_OK) goto done;
+      /* row t predicts token t + 1 */
+      if ((st = qq_op_logits_reduce(m->be, dev, V, NULL, w + 1, window - 1, true, stats, err)) != QQ_OK) goto done;
+      for (int32_t t = 0; t + 1 < window; t++) {
+        nll -= (double)stats[t].target - stats[t].lse;
+        count++;
+      }
+      if (progress) progress(user, wi + 1, nw);
+      continue;
+    }
+    if ((st = window_logits(m, kv, w, window, lg, NULL, err)) != QQ_OK) goto done;
+    if ((st = window_logits(ref, kv_ref, w, window, lg_ref, NULL, err)) != QQ_OK) goto done;
     for (int32_t t = 0; t + 1 < window; t++) {
       const float *row = lg + (size_t)t * V;
       log_softmax(row, V, lp);
@@ -166,6 +181,7 @@ done:
   free(lg_ref);
   free(lp);
   free(lp_ref);
+  free(stats);
   return st;
 }
 

@@ -354,8 +354,9 @@ static qq_status head_rows(qq_model *m, int32_t r, qq_error *err) {
 
 /* ---- batched forward over the KV cache ---- */
 
-qq_status qq_model_forward(qq_model *m, qq_kv_cache *kv, const qq_forward_item *items, int32_t n_items, float *out,
-                           qq_error *err) {
+/* out != NULL: the rows are downloaded into it; else *logits receives the scratch buffer holding them. */
+static qq_status forward_step(qq_model *m, qq_kv_cache *kv, const qq_forward_item *items, int32_t n_items, float *out,
+                              const void **logits, qq_error *err) {
   if (n_items <= 0) return qq_error_set(err, QQ_ERR_INVALID_ARG, "forward: no items");
   if (kv->m != m) return qq_error_set(err, QQ_ERR_INVALID_ARG, "forward: KV cache belongs to another model");
   const qq_config *c = &m->cfg;
@@ -452,7 +453,8 @@ qq_status qq_model_forward(qq_model *m, qq_kv_cache *kv, const qq_forward_item *
   if ((st = head_rows(m, n_rows, err)) != QQ_OK) goto done;
   in_step = false;
   if ((st = qq_backend_step_end(m->be, true, err)) != QQ_OK) goto done;
-  st = qq_backend_download_f32(m->be, m->sc.logits, (size_t)rows * m->out_dim, out, err);
+  if (out) st = qq_backend_download_f32(m->be, m->sc.logits, (size_t)rows * m->out_dim, out, err);
+  else *logits = m->sc.logits;
   if (st == QQ_OK)
     for (int32_t i = 0; i < n_items; i++) kv->seqs[items[i].seq].len += items[i].n_tokens;
 done:
@@ -470,4 +472,16 @@ done:
   free(row_idx);
   free(seqs);
   return st;
+}
+
+qq_status qq_model_forward(qq_model *m, qq_kv_cache *kv, const qq_forward_item *items, int32_t n_items, float *out,
+                           qq_error *err) {
+  if (!out) return qq_error_set(err, QQ_ERR_INVALID_ARG, "forward: no output array");
+  return forward_step(m, kv, items, n_items, out, NULL, err);
+}
+
+qq_status qq_model_forward_dev(qq_model *m, qq_kv_cache *kv, const qq_forward_item *items, int32_t n_items,
+                               const void **logits, qq_error *err) {
+  *logits = NULL;
+  return forward_step(m, kv, items, n_items, NULL, logits, err);
 }

@@ -369,6 +369,12 @@ typedef struct qq_forward_item {
  * cache has no room (nothing is changed then). */
 qq_status qq_model_forward(qq_model *m, qq_kv_cache *kv, const qq_forward_item *items, int32_t n_items,
                            float *out, qq_error *err);
+/* As qq_model_forward, but the output rows stay in backend memory: *logits receives the buffer
+ * (rows of qq_model_output_dim elements in the backend's activation dtype, in the order above) for the
+ * qq_op_logits_* reductions, qq_sampler_pick or qq_backend_download_f32. It stays valid until the next
+ * forward step of this model (any cache) or layer-access call (qq_model_head_forward ...). */
+qq_status qq_model_forward_dev(qq_model *m, qq_kv_cache *kv, const qq_forward_item *items, int32_t n_items,
+                               const void **logits, qq_error *err);
 
 /* ================================ layer access (calibration) ================================
  * The quantizer runs the model one decoder layer at a time over fp32 activations on the CPU backend.
@@ -424,6 +430,29 @@ qq_status qq_sampler_create(const qq_sampling *s, qq_sampler **out, qq_error *er
 void qq_sampler_free(qq_sampler *s);
 /* Picks the next token from n logits (not modified). Reproducible for a given seed and call order. */
 int32_t qq_sampler_sample(qq_sampler *s, const float *logits, int32_t n);
+
+/* ---- sampling from logits in backend memory (the GPU) ----
+ * Greedy needs only each row's argmax (qq_op_logits_reduce); top-k and top-p need the best candidates
+ * of the row (qq_op_logits_topk): the rest of the row cannot be drawn. qq_sampler_pick does that on
+ * any backend and downloads a whole row only where candidates cannot decide; the tokens are those
+ * qq_sampler_sample would pick from the downloaded rows, draw for draw (the same generator). */
+
+/* What one sampler needs from a row of n logits: 0 = the argmax only (greedy); k > 0 = the k best
+ * candidates of v = logit · *scale (*want_total: and the row's Σ exp(v − v_max), for top-p over the
+ * whole row); -1 = the whole row (plain temperature sampling, top_k > QQ_TOPK_MAX). */
+int32_t qq_sampler_candidates_wanted(const qq_sampler *s, int32_t n, float *scale, bool *want_total);
+/* Draws from c >= the wanted number of candidates of a row of n (vals/ids as qq_op_logits_topk returns
+ * them for the scale above; row_total its sum, or 0 when not wanted). Returns the token qq_sampler_sample
+ * would return for the full row, or -1 without drawing when the candidates cannot decide (a top-p
+ * nucleus beyond them or too close to call); then sample the full row. */
+int32_t qq_sampler_sample_candidates(qq_sampler *s, const float *vals, const int32_t *ids, int32_t c, int32_t n,
+                                     double row_total);
+/* Next tokens of `count` rows of a logits buffer in backend memory (rows of n, the backend's activation
+ * dtype): entry i is row rows[i] drawn with samplers[i] (distinct samplers) into tokens[i]. Greedy
+ * entries take one qq_op_logits_reduce, candidate entries one qq_op_logits_topk, the rest a row
+ * download each. */
+qq_status qq_sampler_pick(qq_backend *be, const void *logits, int32_t n, qq_sampler *const *samplers,
+                          const int32_t *rows, int32_t count, int32_t *tokens, qq_error *err);
 
 /* ================================ generation and evaluation ================================ */
 

@@ -11,7 +11,12 @@
  * admission order up to --step-tokens. A unit's prompt is always cut at the same chunk boundaries
  * (multiples of --prefill-chunk) whatever else is running, so batching does not change which shapes a
  * sequence goes through. Cancelled, expired and finished units leave between steps and their KV blocks
- * are freed at once. */
+ * are freed at once.
+ *
+ * Outputs of a step: a classifier's rows (num_labels wide) are downloaded whole. A language model's
+ * rows (vocabulary wide) stay in backend memory: generating units get their next tokens from
+ * qq_sampler_pick (argmax, or top-k / top-p candidates; a row download only for plain temperature
+ * sampling), zero-shot label tokens their log-probabilities from qq_op_logits_reduce. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,8 +25,9 @@
 #include "internal.h"
 
 /* Output rows of one step: one per item, plus at most this many more for zero-shot label units (which
- * need a row per label token). Bounds the logits buffer at (max_batch + 64) x vocab floats, e.g. 78 MB
- * for a 151,936-token vocabulary at --max-batch 64, whatever --step-tokens is. */
+ * need a row per label token). Bounds the model's logits buffer at (max_batch + 64) x vocab elements,
+ * e.g. 78 MB of fp32 for a 151,936-token vocabulary at --max-batch 64, whatever --step-tokens is (only
+ * a classifier's rows are downloaded, into a host buffer of as many rows). */
 #define QQ_EXTRA_ROWS 64
 
 typedef struct run run;
@@ -83,6 +89,15 @@ struct qq_engine {
   qq_forward_item *items;
   unit **item_units;
   double *lsm;  /* log-softmax scratch [out_dim] */
+  /* Language models: a step's outputs are reduced on the backend (rows_on_host false). Per item: its
+   * first output row, its entry in the pick arrays (-1: none), its first reduce entry. */
+  bool rows_on_host;
+  int32_t *item_row, *item_pick, *item_red;
+  int32_t *pick_rows, *pick_tokens;
+  qq_sampler **pick_samplers;
+  int32_t *red_rows, *red_targets; /* [red_cap] */
+  qq_logits_stats *red_stats;
+  int32_t red_cap;
 };
 
 static int32_t blocks_for(const qq_engine *e, int64_t tokens) {
@@ -312,12 +327,11 @@ static bool is_eos(const qq_engine *e, int32_t t) {
   return false;
 }
 
-/* Handles the logits row of a generate unit whose input is complete. Returns true when the run ended. */
-static bool gen_step(qq_engine *e, unit *u, const float *logits) {
+/* Handles the next token t of a generate unit whose input is complete. Returns true when the run ended. */
+static bool gen_step(qq_engine *e, unit *u, int32_t t) {
   run *r = u->r;
   qq_job *j = r->job;
   qq_error err = {0};
-  int32_t t = qq_sampler_sample(r->sampler, logits, e->out_dim);
   double now = qq_now_sec();
   if (j->n_generated == 0) {
     j->t_first = now;
@@ -382,8 +396,10 @@ static void log_softmax(const float *x, int32_t n, double *out) {
   for (int32_t i = 0; i < n; i++) out[i] = (double)x[i] - lse;
 }
 
-/* A classify unit finished its input. rows: (all_rows ? n_feed : 1) rows. Returns true if the run ended. */
-static bool cls_unit_done(qq_engine *e, unit *u, const float *rows) {
+/* A classify unit finished its input. rows: its last row on the host, or NULL when the rows stay in
+ * backend memory; then a zero-shot prefix's label log-probabilities are in e->red_stats from entry red.
+ * Returns true if the run ended. */
+static bool cls_unit_done(qq_engine *e, unit *u, const float *rows, int32_t red) {
   run *r = u->r;
   qq_job *j = r->job;
   qq_error err = {0};
@@ -391,9 +407,10 @@ static bool cls_unit_done(qq_engine *e, unit *u, const float *rows) {
     memcpy(j->scores + (size_t)u->input * (size_t)j->n_out, rows, (size_t)j->n_out * sizeof(float));
   } else if (u->label < 0) {
     /* prefix done: the first token of every label is scored from its last row; longer labels fork */
-    log_softmax(rows, e->out_dim, e->lsm);
+    if (rows) log_softmax(rows, e->out_dim, e->lsm);
     for (int32_t k = 0; k < j->n_labels; k++) {
-      r->ll[(size_t)u->input * (size_t)j->n_labels + (size_t)k] = e->lsm[j->lab_ids[k][0]];
+      r->ll[(size_t)u->input * (size_t)j->n_labels + (size_t)k] =
+          rows ? e->lsm[j->lab_ids[k][0]] : (double)e->red_stats[red + k].target - e->red_stats[red + k].lse;
       if (j->lab_len[k] < 2) continue;
       unit *f = unit_add(e, r, u->input, k, j->lab_ids[k], j->lab_len[k] - 1, true);
       if (!f || qq_kv_seq_fork(e->kv, u->seq, u->n_feed, &f->seq, &err)) {
@@ -407,15 +424,79 @@ static bool cls_unit_done(qq_engine *e, unit *u, const float *rows) {
   return false;
 }
 
-/* Rows of a zero-shot label unit: row i predicts label token i + 1. */
-static void label_rows(qq_engine *e, unit *u, const float *rows, int32_t first, int32_t n) {
+/* Rows of a zero-shot label unit: row i predicts label token i + 1. rows on the host, or NULL: the
+ * log-probabilities are in e->red_stats from entry red. */
+static void label_rows(qq_engine *e, unit *u, const float *rows, int32_t red, int32_t first, int32_t n) {
   run *r = u->r;
   qq_job *j = r->job;
   for (int32_t i = 0; i < n; i++) {
     int32_t pos = first + i; /* index in the label of the token fed */
-    log_softmax(rows + (size_t)i * (size_t)e->out_dim, e->out_dim, e->lsm);
-    r->ll[(size_t)u->input * (size_t)j->n_labels + (size_t)u->label] += e->lsm[j->lab_ids[u->label][pos + 1]];
+    double lp;
+    if (rows) {
+      log_softmax(rows + (size_t)i * (size_t)e->out_dim, e->out_dim, e->lsm);
+      lp = e->lsm[j->lab_ids[u->label][pos + 1]];
+    } else {
+      lp = (double)e->red_stats[red + i].target - e->red_stats[red + i].lse;
+    }
+    r->ll[(size_t)u->input * (size_t)j->n_labels + (size_t)u->label] += lp;
   }
+}
+
+static bool red_reserve(qq_engine *e, int32_t need) {
+  if (need <= e->red_cap) return true;
+  int32_t cap = e->red_cap ? e->red_cap : 256;
+  while (cap < need) cap *= 2;
+  int32_t *rr = realloc(e->red_rows, (size_t)cap * sizeof(int32_t));
+  if (rr) e->red_rows = rr;
+  int32_t *rt = realloc(e->red_targets, (size_t)cap * sizeof(int32_t));
+  if (rt) e->red_targets = rt;
+  qq_logits_stats *rs = realloc(e->red_stats, (size_t)cap * sizeof *rs);
+  if (rs) e->red_stats = rs;
+  if (!rr || !rt || !rs) return false;
+  e->red_cap = cap;
+  return true;
+}
+
+/* Language models: what the step's items need from the rows in backend memory, computed there before
+ * the items are handled (the tokens of generating units, the label log-probabilities of zero-shot
+ * units; a classify-head unit's row, which a language model never has, downloaded). */
+static qq_status reduce_outputs(qq_engine *e, int32_t n_items, const void *logits, qq_error *err) {
+  int32_t row = 0, n_pick = 0, n_red = 0;
+  for (int32_t i = 0; i < n_items; i++) {
+    unit *u = e->item_units[i];
+    const qq_forward_item *it = &e->items[i];
+    const int32_t nrows = it->all_rows ? it->n_tokens : 1;
+    e->item_row[i] = row;
+    e->item_pick[i] = -1;
+    e->item_red[i] = n_red;
+    row += nrows;
+    if (!u->r || u->seq < 0) continue;
+    const bool done = u->fed + it->n_tokens >= u->n_feed;
+    const qq_job *j = u->r->job;
+    if (j->kind == QQ_JOB_GENERATE) {
+      if (!done) continue;
+      e->item_pick[i] = n_pick;
+      e->pick_rows[n_pick] = e->item_row[i];
+      e->pick_samplers[n_pick++] = u->r->sampler;
+    } else if (j->kind == QQ_JOB_CLASSIFY_ZEROSHOT && u->label >= 0) {
+      if (!red_reserve(e, n_red + nrows)) return qq_error_set(err, QQ_ERR_NOMEM, "engine: out of memory");
+      for (int32_t k = 0; k < nrows; k++) {
+        e->red_rows[n_red] = e->item_row[i] + k;
+        e->red_targets[n_red++] = j->lab_ids[u->label][u->fed + k + 1];
+      }
+    } else if (j->kind == QQ_JOB_CLASSIFY_ZEROSHOT && done) {
+      if (!red_reserve(e, n_red + j->n_labels)) return qq_error_set(err, QQ_ERR_NOMEM, "engine: out of memory");
+      for (int32_t k = 0; k < j->n_labels; k++) { /* the last row, once per label (computed once) */
+        e->red_rows[n_red] = e->item_row[i] + nrows - 1;
+        e->red_targets[n_red++] = j->lab_ids[k][0];
+      }
+    }
+  }
+  qq_backend *be = qq_model_backend(e->model);
+  qq_status st = qq_sampler_pick(be, logits, e->out_dim, e->pick_samplers, e->pick_rows, n_pick, e->pick_tokens, err);
+  if (st == QQ_OK)
+    st = qq_op_logits_reduce(be, logits, e->out_dim, e->red_rows, e->red_targets, n_red, true, e->red_stats, err);
+  return st;
 }
 
 /* ------------------------------------------------------------------ the loop */
@@ -469,7 +550,12 @@ static void step(qq_engine *e) {
   if (!n_items) return;
   qq_error err = {0};
   double t0 = qq_now_sec();
-  qq_status st = qq_model_forward(e->model, e->kv, e->items, n_items, e->out, &err);
+  const void *logits = NULL;
+  qq_status st = qq_model_forward_dev(e->model, e->kv, e->items, n_items, &logits, &err);
+  if (!st && e->rows_on_host)
+    st = qq_backend_download_f32(qq_model_backend(e->model), logits, rows * (size_t)e->out_dim, e->out, &err);
+  else if (!st)
+    st = reduce_outputs(e, n_items, logits, &err);
   if (st) {
     QQ_LOGE("engine", "forward step over %d sequences failed: %s", n_items, err.msg);
     char msg[300];
@@ -485,25 +571,37 @@ static void step(qq_engine *e) {
     unit *u = e->item_units[i];
     const qq_forward_item *it = &e->items[i];
     size_t nrows = it->all_rows ? (size_t)it->n_tokens : 1;
-    const float *my = row;
-    row += nrows * (size_t)e->out_dim;
+    const float *my = e->rows_on_host ? row : NULL;
+    if (e->rows_on_host) row += nrows * (size_t)e->out_dim;
     if (!u->r || u->seq < 0) continue; /* its run ended earlier in this loop */
     int32_t first = u->fed;
     u->fed += it->n_tokens;
     qq_job *j = u->r->job;
     if (j->kind == QQ_JOB_GENERATE) {
-      if (u->fed >= u->n_feed) gen_step(e, u, my);
+      if (u->fed >= u->n_feed)
+        gen_step(e, u, my ? qq_sampler_sample(u->r->sampler, my, e->out_dim) : e->pick_tokens[e->item_pick[i]]);
       continue;
     }
     run *r = u->r;
+    if (!my && j->kind == QQ_JOB_CLASSIFY_HEAD && u->fed >= u->n_feed) {
+      /* not with a language model's engine; kept correct all the same */
+      const size_t row_bytes = (size_t)e->out_dim * qq_backend_act_bytes(qq_model_backend(e->model));
+      if (qq_backend_download_f32(qq_model_backend(e->model),
+                                  (const uint8_t *)logits + (size_t)(e->item_row[i] + nrows - 1) * row_bytes,
+                                  (size_t)e->out_dim, e->out, &err)) {
+        run_end(e, r, GRPC_STATUS_INTERNAL, err.msg);
+        continue;
+      }
+      my = e->out;
+    }
     if (u->label >= 0) {
-      label_rows(e, u, my, first, it->n_tokens);
+      label_rows(e, u, my, e->item_red[i], first, it->n_tokens);
       if (u->fed >= u->n_feed) {
         unit_close(e, u);
         r->units_left--;
       }
     } else if (u->fed >= u->n_feed) {
-      if (cls_unit_done(e, u, my)) continue;
+      if (cls_unit_done(e, u, my, e->item_red[i])) continue;
     }
     if (r->units_left == 0) run_end(e, r, 0, NULL);
   }
@@ -681,20 +779,33 @@ qq_status qq_engine_create(qq_model *model, const qq_engine_options *opt, qq_met
   }
   e->total_blocks = qq_kv_total_blocks(e->kv);
   e->max_seqs = e->opt.max_batch;
-  e->out_rows = (size_t)e->opt.max_batch + QQ_EXTRA_ROWS;
+  /* A classifier's rows are a few labels wide: downloaded whole. A language model's stay on the
+   * backend; one host row remains for the rare row download. */
+  e->rows_on_host = e->cfg->task != QQ_TASK_CAUSAL_LM;
+  e->out_rows = e->rows_on_host ? (size_t)e->opt.max_batch + QQ_EXTRA_ROWS : 1;
   e->out = malloc(e->out_rows * (size_t)e->out_dim * sizeof(float));
   e->items = calloc((size_t)e->opt.max_batch, sizeof *e->items);
   e->item_units = calloc((size_t)e->opt.max_batch, sizeof *e->item_units);
   e->lsm = malloc((size_t)e->out_dim * sizeof(double));
+  const size_t mb = (size_t)e->opt.max_batch;
+  e->item_row = malloc(mb * 3 * sizeof(int32_t));
+  e->pick_rows = malloc(mb * 2 * sizeof(int32_t));
+  e->pick_samplers = malloc(mb * sizeof *e->pick_samplers);
+  if (e->item_row) e->item_pick = e->item_row + mb, e->item_red = e->item_row + 2 * mb;
+  if (e->pick_rows) e->pick_tokens = e->pick_rows + mb;
   pthread_mutex_init(&e->mu, NULL);
   pthread_cond_init(&e->cv, NULL);
   pthread_cond_init(&e->idle_cv, NULL);
-  if (!e->out || !e->items || !e->item_units || !e->lsm || pthread_create(&e->thread, NULL, engine_main, e)) {
+  if (!e->out || !e->items || !e->item_units || !e->lsm || !e->item_row || !e->pick_rows || !e->pick_samplers ||
+      pthread_create(&e->thread, NULL, engine_main, e)) {
     qq_kv_cache_free(e->kv);
     free(e->out);
     free(e->items);
     free(e->item_units);
     free(e->lsm);
+    free(e->item_row);
+    free(e->pick_rows);
+    free(e->pick_samplers);
     pthread_mutex_destroy(&e->mu);
     pthread_cond_destroy(&e->cv);
     pthread_cond_destroy(&e->idle_cv);
@@ -719,6 +830,12 @@ void qq_engine_free(qq_engine *e) {
   free(e->items);
   free(e->item_units);
   free(e->lsm);
+  free(e->item_row);
+  free(e->pick_rows);
+  free(e->pick_samplers);
+  free(e->red_rows);
+  free(e->red_targets);
+  free(e->red_stats);
   pthread_mutex_destroy(&e->mu);
   pthread_cond_destroy(&e->cv);
   pthread_cond_destroy(&e->idle_cv);

@@ -412,6 +412,21 @@ static qq_status cpu_kv_copy(qq_backend *be, const qq_attn_params *p, void *kcv,
   return QQ_OK;
 }
 
+/* ---- logit rows: the references ---- */
+
+static qq_status cpu_logits_reduce(qq_backend *be, const void *x, int32_t n, const int32_t *rows, const int32_t *targets,
+                                   int32_t count, bool want_lse, qq_logits_stats *out, qq_error *err) {
+  qq_ref_logits_reduce(x, n, rows, targets, count, want_lse, out);
+  return QQ_OK;
+}
+
+static qq_status cpu_logits_topk(qq_backend *be, const void *x, int32_t n, const int32_t *rows, const float *scales,
+                                 int32_t count, int32_t k, float *vals, int32_t *ids, double *sums, qq_error *err) {
+  if (!qq_ref_logits_topk(x, n, rows, scales, count, k, vals, ids, sums))
+    return qq_error_set(err, QQ_ERR_NOMEM, "logits_topk: out of memory for %d candidates", k);
+  return QQ_OK;
+}
+
 const qq_backend_vtable qq_cpu_vtable = {
     .name = "cpu",
     .init = cpu_init,
@@ -438,4 +453,6 @@ const qq_backend_vtable qq_cpu_vtable = {
     .gather_rows = cpu_gather_rows,
     .attention = cpu_attention,
     .kv_copy = cpu_kv_copy,
+    .logits_reduce = cpu_logits_reduce,
+    .logits_topk = cpu_logits_topk,
 };

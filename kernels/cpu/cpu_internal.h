@@ -42,4 +42,12 @@ void qq_ref_quantize_rows_i8(const float *x, int32_t m, int32_t k, float act_sca
 /* Dequantizes a QINT descriptor to fp32 [n][k]. */
 void qq_ref_dequantize_qint(const qq_linear_desc *d, float *w);
 
+/* Logit-row reductions (kernels.h qq_op_logits_reduce / qq_op_logits_topk) on host fp32 rows: the
+ * specification the CUDA kernels are tested against. */
+void qq_ref_logits_reduce(const float *x, int32_t n, const int32_t *rows, const int32_t *targets, int32_t count,
+                          bool want_lse, qq_logits_stats *out);
+/* Returns false when out of memory. */
+bool qq_ref_logits_topk(const float *x, int32_t n, const int32_t *rows, const float *scales, int32_t count, int32_t k,
+                        float *vals, int32_t *ids, double *sums);
+
 #endif

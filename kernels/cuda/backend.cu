@@ -691,4 +691,6 @@ extern "C" const qq_backend_vtable qq_cuda_vtable = {
     /*gather_rows*/ cuda_gather_rows,
     /*attention*/ cuda_attention,
     /*kv_copy*/ cuda_kv_copy,
+    /*logits_reduce*/ qq_cuda_logits_reduce,
+    /*logits_topk*/ qq_cuda_logits_topk,
 };

@@ -224,6 +224,14 @@ qq_status qq_cuda_kv_copy(qq_cuda_ctx *c, const qq_attn_params *p, void *k_cache
                           const int32_t *src_blocks_dev, const int32_t *dst_blocks_dev, int32_t n_tokens,
                           qq_error *err);
 
+/* ---- sampling.cu: reductions over logit rows (kernels.h qq_op_logits_reduce / qq_op_logits_topk) ---
+ * The op table's entries themselves (arguments checked by backend.c): host arrays through the metadata
+ * ring, results through ctx->ws, copied to the host; they synchronize, so never inside a captured step. */
+qq_status qq_cuda_logits_reduce(qq_backend *be, const void *x, int32_t n, const int32_t *rows, const int32_t *targets,
+                                int32_t count, bool want_lse, qq_logits_stats *out, qq_error *err);
+qq_status qq_cuda_logits_topk(qq_backend *be, const void *x, int32_t n, const int32_t *rows, const float *scales,
+                              int32_t count, int32_t k, float *vals, int32_t *ids, double *sums, qq_error *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -465,6 +465,114 @@ static void test_attention(qq_backend *gpu, qq_backend *cpu, qq_act_dtype a, int
   qq_backend_release(gpu, dout);
 }
 
+/* ---------------------------------------------------------------------------------------------------
+ * Logit rows: qq_op_logits_reduce and qq_op_logits_topk against the CPU references on identical
+ * (activation-rounded) rows: argmax, max, targets and candidates exactly; lse within 1e-5 relative;
+ * the top-k row sums (exp and sum in double on both) within 1e-12. Rows with ties at the maximum,
+ * few distinct values (ties at every top-k boundary), -inf entries and a ±0.0 top. */
+
+static void logit_row(float *x, int n, int kind, qq_act_dtype a) {
+  for (int j = 0; j < n; j++) x[j] = round_act(4.0f * (frand() + frand() + frand()), a);
+  if (kind == 1 && n > 2) {
+    float mx = -INFINITY;
+    for (int j = 0; j < n; j++) mx = fmaxf(mx, x[j]);
+    x[n / 3] = x[n / 2] = x[n - 1] = round_act(mx + 1.0f, a);
+  } else if (kind == 2) {
+    for (int j = 0; j < n; j++) x[j] = (float)(irand(5) - 2);
+  } else if (kind == 3) {
+    for (int j = 0; j < n; j += 3) x[j] = -INFINITY;
+  } else if (kind == 4 && n > 3) {
+    for (int j = 0; j < n; j++) x[j] = round_act(-fabsf(x[j]) - 0.25f, a);
+    x[n - 2] = -0.0f;
+    x[1] = 0.0f;
+  }
+}
+
+static void test_logits(qq_backend *gpu, qq_backend *cpu, qq_act_dtype a) {
+  static const int ns[] = {1, 3, 1000, 32000, 151936};
+  static const int ks[] = {1, 2, 3, 50, 1000, 4096};
+  double worst_lse = 0;
+  for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++) {
+    const int n = ns[ni], R = 6;
+    float *x = malloc((size_t)R * n * sizeof(float));
+    for (int r = 0; r < R; r++) logit_row(x + (size_t)r * n, n, r % 5, a);
+    void *dx = up(gpu, x, (size_t)R * n);
+    /* the reduce: repeated rows, targets and none */
+    enum { E = 9 };
+    int32_t rows[E] = {5, 0, 0, 1, 2, 3, 3, 4, 2}, targets[E];
+    for (int e = 0; e < E; e++) targets[e] = e == 2 ? -1 : irand(n);
+    for (int with_lse = 0; with_lse < 2; with_lse++) {
+      qq_logits_stats sg[E], sc[E];
+      OK(qq_op_logits_reduce(cpu, x, n, rows, targets, E, with_lse, sc, &err));
+      OK(qq_op_logits_reduce(gpu, dx, n, rows, targets, E, with_lse, sg, &err));
+      for (int e = 0; e < E; e++) {
+        CHECK(sg[e].argmax == sc[e].argmax, "%s reduce n=%d entry %d: argmax %d, cpu %d", qq_act_dtype_name(a), n, e,
+              sg[e].argmax, sc[e].argmax);
+        CHECK(sg[e].max == sc[e].max && sg[e].target == sc[e].target, "%s reduce n=%d entry %d: max %g/%g target %g/%g",
+              qq_act_dtype_name(a), n, e, sg[e].max, sc[e].max, sg[e].target, sc[e].target);
+        if (!with_lse) {
+          CHECK(isnan(sg[e].lse), "%s reduce n=%d: lse %g without want_lse", qq_act_dtype_name(a), n, sg[e].lse);
+          continue;
+        }
+        if (isinf(sc[e].lse) || isnan(sc[e].lse)) continue;
+        const double rel = fabs(sg[e].lse - sc[e].lse) / fmax(1.0, fabs(sc[e].lse));
+        worst_lse = fmax(worst_lse, rel);
+        CHECK(rel <= 1e-5, "%s reduce n=%d entry %d: lse %.9g, cpu %.9g", qq_act_dtype_name(a), n, e, sg[e].lse,
+              sc[e].lse);
+      }
+    }
+    /* top-k with per-entry scales */
+    const int32_t trows[E] = {3, 0, 1, 2, 4, 5, 2, 0, 1};
+    const float scales[E] = {1.0f, 1.0f / 0.7f, 2.5f, 1.0f, 1.0f / 1.3f, 0.1f, 1.0f / 0.6f, 1.0f, 3.0f};
+    for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++) {
+      const int k = ks[ki];
+      if (k > n) continue;
+      float *vg = malloc((size_t)E * k * sizeof(float)), *vc = malloc((size_t)E * k * sizeof(float));
+      int32_t *ig = malloc((size_t)E * k * sizeof(int32_t)), *ic = malloc((size_t)E * k * sizeof(int32_t));
+      double sg[E], sc[E];
+      OK(qq_op_logits_topk(cpu, x, n, trows, scales, E, k, vc, ic, sc, &err));
+      OK(qq_op_logits_topk(gpu, dx, n, trows, scales, E, k, vg, ig, sg, &err));
+      size_t bad = 0;
+      for (size_t i = 0; i < (size_t)E * k; i++) bad += ig[i] != ic[i] || vg[i] != vc[i];
+      CHECK(bad == 0, "%s topk n=%d k=%d: %zu candidates differ", qq_act_dtype_name(a), n, k, bad);
+      for (int e = 0; e < E; e++)
+        CHECK(fabs(sg[e] - sc[e]) <= 1e-12 * sc[e] || (isnan(sg[e]) && isnan(sc[e])),
+              "%s topk n=%d k=%d entry %d: sum %.17g, cpu %.17g", qq_act_dtype_name(a), n, k, e, sg[e], sc[e]);
+      /* without sums, rows 0..count-1, scale 1 */
+      OK(qq_op_logits_topk(cpu, x, n, NULL, NULL, R, k, vc, ic, NULL, &err));
+      OK(qq_op_logits_topk(gpu, dx, n, NULL, NULL, R, k, vg, ig, NULL, &err));
+      bad = 0;
+      for (size_t i = 0; i < (size_t)R * k; i++) bad += ig[i] != ic[i] || vg[i] != vc[i];
+      CHECK(bad == 0, "%s topk n=%d k=%d (scale 1): %zu candidates differ", qq_act_dtype_name(a), n, k, bad);
+      free(vg); free(vc); free(ig); free(ic);
+    }
+    free(x);
+    qq_backend_release(gpu, dx);
+  }
+  /* a perplexity window's worth of rows (one entry per row, no row list) */
+  {
+    const int n = 32000, R = 300;
+    float *x = malloc((size_t)R * n * sizeof(float));
+    for (int r = 0; r < R; r++) logit_row(x + (size_t)r * n, n, 0, a);
+    void *dx = up(gpu, x, (size_t)R * n);
+    int32_t *t = malloc((size_t)R * sizeof(int32_t));
+    for (int r = 0; r < R; r++) t[r] = irand(n);
+    qq_logits_stats *sg = malloc((size_t)R * sizeof *sg), *sc = malloc((size_t)R * sizeof *sc);
+    OK(qq_op_logits_reduce(cpu, x, n, NULL, t, R, true, sc, &err));
+    OK(qq_op_logits_reduce(gpu, dx, n, NULL, t, R, true, sg, &err));
+    size_t bad = 0;
+    for (int r = 0; r < R; r++) {
+      const double rel = fabs(sg[r].lse - sc[r].lse) / fmax(1.0, fabs(sc[r].lse));
+      worst_lse = fmax(worst_lse, rel);
+      bad += sg[r].argmax != sc[r].argmax || sg[r].target != sc[r].target || rel > 1e-5;
+    }
+    CHECK(bad == 0, "%s reduce %d rows of %d: %zu rows differ", qq_act_dtype_name(a), R, n, bad);
+    free(x); free(t); free(sg); free(sc);
+    qq_backend_release(gpu, dx);
+  }
+  printf("  logits reduce/topk %-5s ok (worst lse rel err vs CPU %.2e)\n", qq_act_dtype_name(a), worst_lse);
+}
+
 int main(void) {
   qq_backend_options o = qq_backend_options_default();
   o.kind = QQ_DEVICE_CUDA;
@@ -483,6 +591,7 @@ int main(void) {
     qq_backend *gpu = NULL;
     OK(qq_backend_create_opts(&o, &gpu, &err));
     test_small_ops(gpu, cpu, acts[ai]);
+    test_logits(gpu, cpu, acts[ai]);
     test_attention(gpu, cpu, acts[ai], 6, 2, 64);
     test_attention(gpu, cpu, acts[ai], 28, 4, 128);
     test_attention(gpu, cpu, acts[ai], 8, 4, 8);

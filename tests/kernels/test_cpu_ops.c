@@ -251,11 +251,155 @@ static void test_rope(void **s) {
   qq_backend_free(be);
 }
 
+/* ---- logit rows ---- */
+
+/* A row of n logits: gaussian-ish values, with (by `kind`) ties at the maximum, few distinct values
+ * (many ties everywhere), -inf entries, or a -0.0 / +0.0 pair at the top. */
+static void logits_row(float *x, int32_t n, int kind) {
+  for (int32_t j = 0; j < n; j++) x[j] = 3.0f * (frand() + frand() + frand());
+  if (kind == 1 && n > 2) { /* the maximum three times, the first copy not at 0 */
+    float mx = -INFINITY;
+    for (int32_t j = 0; j < n; j++) mx = fmaxf(mx, x[j]);
+    x[n / 3] = x[n / 2] = x[n - 1] = mx + 1.0f;
+  } else if (kind == 2) { /* 5 distinct values */
+    for (int32_t j = 0; j < n; j++) x[j] = (float)((int)(fabsf(x[j]) * 10) % 5) - 2.0f;
+  } else if (kind == 3) {
+    for (int32_t j = 0; j < n; j += 3) x[j] = -INFINITY;
+    if (n > 1) x[n - 1] = 0.5f;
+  } else if (kind == 4 && n > 3) { /* everything negative but a -0.0 and a +0.0 */
+    for (int32_t j = 0; j < n; j++) x[j] = -fabsf(x[j]) - 0.25f;
+    x[n - 2] = -0.0f;
+    x[1] = 0.0f;
+  }
+}
+
+/* The reduce op against naive double math: max, argmax (lowest id of the maximum), the target, and
+ * lse = log Σ exp in long double; a repeated row gives the same statistics. */
+static void test_logits_reduce(void **s) {
+  (void)s;
+  qq_backend *be = cpu();
+  qq_error err = {0};
+  static const int32_t ns[] = {1, 3, 1000, 151936};
+  for (size_t ni = 0; ni < QQ_ARRAY_LEN(ns); ni++) {
+    const int32_t n = ns[ni], R = 5;
+    float *x = malloc((size_t)R * n * sizeof(float));
+    for (int r = 0; r < R; r++) logits_row(x + (size_t)r * n, n, r);
+    int32_t rows[8] = {4, 0, 0, 1, 2, 3, 3, 3}, targets[8];
+    for (int e = 0; e < 8; e++) targets[e] = e == 2 ? -1 : (int32_t)((frand() + 1.0f) * 0.5f * n) % n;
+    qq_logits_stats st[8], st2[8];
+    QQ_ASSERT_OK(qq_op_logits_reduce(be, x, n, rows, targets, 8, true, st, &err), &err);
+    QQ_ASSERT_OK(qq_op_logits_reduce(be, x, n, rows, targets, 8, false, st2, &err), &err);
+    for (int e = 0; e < 8; e++) {
+      const float *xr = x + (size_t)rows[e] * n;
+      int32_t best = 0;
+      float mx = -INFINITY;
+      for (int32_t j = 0; j < n; j++)
+        if (xr[j] > mx) mx = xr[j], best = j;
+      long double sum = 0;
+      for (int32_t j = 0; j < n; j++) sum += expl((long double)xr[j] - mx);
+      const double lse = (double)((long double)mx + logl(sum));
+      assert_int_equal(st[e].argmax, best);
+      assert_int_equal(st2[e].argmax, best);
+      assert_true(st[e].max == mx && st2[e].max == mx);
+      if (isnan(lse)) /* a row of -inf only */
+        assert_true(isnan(st[e].lse));
+      else if (!(fabs(st[e].lse - lse) <= 1e-11 * fmax(1.0, fabs(lse))))
+        fail_msg("n %d entry %d: lse %.17g, long double %.17g", n, e, st[e].lse, lse);
+      assert_true(isnan(st2[e].lse));
+      assert_true(st[e].target == (targets[e] >= 0 ? xr[targets[e]] : 0.0f));
+    }
+    /* rows NULL: rows 0..count-1 */
+    QQ_ASSERT_OK(qq_op_logits_reduce(be, x, n, NULL, NULL, R, true, st2, &err), &err);
+    assert_int_equal(st2[4].argmax, st[0].argmax);
+    assert_true(st2[1].lse == st[3].lse && st2[1].target == 0.0f);
+    free(x);
+  }
+  /* argument checks */
+  float x[4] = {1, 2, 3, 4};
+  qq_logits_stats st[2];
+  int32_t bad_t = 4, bad_r = -1;
+  assert_int_equal(qq_op_logits_reduce(be, x, 4, NULL, &bad_t, 1, true, st, &err), QQ_ERR_RANGE);
+  assert_int_equal(qq_op_logits_reduce(be, x, 4, &bad_r, NULL, 1, true, st, &err), QQ_ERR_RANGE);
+  assert_int_equal(qq_op_logits_reduce(be, x, 0, NULL, NULL, 1, true, st, &err), QQ_ERR_INVALID_ARG);
+  QQ_ASSERT_OK(qq_op_logits_reduce(be, x, 4, NULL, NULL, 0, true, NULL, &err), &err);
+  qq_backend_free(be);
+}
+
+typedef struct naive_cand {
+  float v;
+  int32_t i;
+} naive_cand;
+static int naive_cmp(const void *pa, const void *pb) {
+  const naive_cand *a = pa, *b = pb;
+  if (a->v != b->v) return a->v > b->v ? -1 : 1;
+  return (a->i > b->i) - (a->i < b->i);
+}
+
+/* The top-k op against a full sort of v = x · scale (ties by id, -0.0 as +0.0) and the sum of
+ * exp(v − v_max) in long double, sorted order. */
+static void test_logits_topk(void **s) {
+  (void)s;
+  qq_backend *be = cpu();
+  qq_error err = {0};
+  static const int32_t ns[] = {1, 3, 1000, 151936};
+  static const int32_t ks[] = {1, 2, 3, 50, 1000, 4096};
+  for (size_t ni = 0; ni < QQ_ARRAY_LEN(ns); ni++) {
+    const int32_t n = ns[ni], R = 5;
+    float *x = malloc((size_t)R * n * sizeof(float));
+    for (int r = 0; r < R; r++) logits_row(x + (size_t)r * n, n, r);
+    const int32_t rows[6] = {3, 0, 1, 2, 4, 2};
+    const float scales[6] = {1.0f, 1.0f / 0.7f, 2.5f, 1.0f, 1.0f / 1.3f, 0.1f};
+    naive_cand *all = malloc((size_t)n * sizeof *all);
+    for (size_t ki = 0; ki < QQ_ARRAY_LEN(ks); ki++) {
+      const int32_t k = ks[ki];
+      if (k > n) continue;
+      float *vals = malloc((size_t)6 * k * sizeof(float));
+      int32_t *ids = malloc((size_t)6 * k * sizeof(int32_t));
+      double sums[6];
+      QQ_ASSERT_OK(qq_op_logits_topk(be, x, n, rows, scales, 6, k, vals, ids, sums, &err), &err);
+      for (int e = 0; e < 6; e++) {
+        const float *xr = x + (size_t)rows[e] * n;
+        for (int32_t j = 0; j < n; j++) {
+          float v = xr[j] * scales[e];
+          all[j] = (naive_cand){v == 0.0f ? 0.0f : v, j};
+        }
+        qsort(all, (size_t)n, sizeof *all, naive_cmp);
+        for (int32_t i = 0; i < k; i++) {
+          assert_int_equal(ids[(size_t)e * k + i], all[i].i);
+          assert_true(vals[(size_t)e * k + i] == all[i].v);
+        }
+        long double sum = 0;
+        for (int32_t j = 0; j < n; j++) sum += expl((long double)all[j].v - all[0].v);
+        if (isnan((double)sum))
+          assert_true(isnan(sums[e]));
+        else if (!(fabs(sums[e] - (double)sum) <= 1e-11 * (double)sum))
+          fail_msg("n %d k %d entry %d: sum %.17g, long double %.17g", n, k, e, sums[e], (double)sum);
+      }
+      free(vals);
+      free(ids);
+    }
+    free(all);
+    free(x);
+  }
+  /* argument checks */
+  float x[4] = {1, 2, 3, 4}, v[4], bad_scale = 0.0f, inf_scale = INFINITY;
+  int32_t id[4];
+  assert_int_equal(qq_op_logits_topk(be, x, 4, NULL, NULL, 1, 5, v, id, NULL, &err), QQ_ERR_INVALID_ARG);
+  assert_int_equal(qq_op_logits_topk(be, x, 4, NULL, NULL, 1, 0, v, id, NULL, &err), QQ_ERR_INVALID_ARG);
+  assert_int_equal(qq_op_logits_topk(be, x, 4, NULL, &bad_scale, 1, 2, v, id, NULL, &err), QQ_ERR_INVALID_ARG);
+  assert_int_equal(qq_op_logits_topk(be, x, 4, NULL, &inf_scale, 1, 2, v, id, NULL, &err), QQ_ERR_INVALID_ARG);
+  QQ_ASSERT_OK(qq_op_logits_topk(be, x, 4, NULL, NULL, 1, 4, v, id, NULL, &err), &err);
+  assert_int_equal(id[0], 3);
+  assert_int_equal(id[3], 0);
+  qq_backend_free(be);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_matmul_dense),      cmocka_unit_test(test_matmul_qint),
       cmocka_unit_test(test_matmul_w8a8_exact), cmocka_unit_test(test_linear_rejects_bad_input),
       cmocka_unit_test(test_attention_paged),   cmocka_unit_test(test_rope),
+      cmocka_unit_test(test_logits_reduce),     cmocka_unit_test(test_logits_topk),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
