@@ -118,6 +118,15 @@ if has densecmp; then
   sed -n '/===== bench-dense/,$p' "$log" | grep -v '^JSON' | tee -a "$sum"
 fi
 
+if has wqtune; then
+  # Split-K depth of the skinny W4A16 kernel: fewer, longer k-ranges per warp vs more blocks.
+  for mc in 4 14 28 56; do
+    step "wq-bench-minchunks-$mc" 90 "$B/test_cuda_wq" --bench --min-chunks $mc
+    grep -E "^BENCH shape=.* m=(1|16) kind=w4a16 " <(sed -n "/===== wq-bench-minchunks-$mc:/,\$p" "$log") \
+      | sed -E 's/.*shape=([a-z_]+).* m=([0-9]+) .*us_cold=([0-9.]+).*plan=(.*)/  \1 m=\2 cold \3 us \4/' | tee -a "$sum"
+  done
+fi
+
 if has bench2; then
   step bench-kernels 200 "$B/bench_kernels_cuda"
   sed -n '/===== bench-kernels/,$p' "$log" | grep -v '^JSON' | tee -a "$sum"
