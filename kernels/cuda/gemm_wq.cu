@@ -55,8 +55,9 @@
  *    gives q − z exactly, CVT packs two (|q − z| ≤ 255 fits bf16's 8 significant bits exactly).
  *    The mma thus multiplies exact integers by x, and group partials accumulate in a separate fp32
  *    fragment, flushed into the output fragment with one FFMA by the fp32 scale at group boundaries.
- *  - one warp owns one 16-row n-tile over a k-range; the 4 warps of a block own 4 neighbouring n-tiles
- *    over the SAME k-range, so the x slice they read hits L1 (x is reused by every n-tile; the
+ *  - one warp owns one 16-row n-tile (two, R = 2, at m ≤ 16 when n ≥ 16384: the x loads, group
+ *    checks and loop steps are then shared by both; narrower weights keep R = 1 for more warps) over
+ *    a k-range; the 4 warps of a block own 4 (8) neighbouring n-tiles over the SAME k-range, so the x slice they read hits L1 (x is reused by every n-tile; the
  *    weight stream bypasses L1 (cp.async.cg) so it does not evict x). The weights stream through a
  *    per-warp ring in shared memory filled with cp.async: S = 4 stages of U chunks (U = 4 at m ≤ 16,
  *    2 above), three stages (6 KiB per warp) in flight while one is computed; each lane copies and
@@ -211,9 +212,15 @@ QQ_WQ_HD wq_block_pos wq_block_decode(int bid, int mch, int skb) {
   b.row_blk = bid / skb;
   return b;
 }
-/* Split-K slot of (row_blk, mc, kb, warp): 8·MT tokens × 16 rows of fp32, [tok][row]. */
-QQ_WQ_HD size_t wq_slot_base(int row_blk, int mch, int mc, int skb, int kb, int warp, int mt) {
-  return ((((size_t)row_blk * mch + mc) * skb + kb) * QQ_WQ_WPB + warp) * (size_t)(8 * mt * 16);
+/* n-tiles per warp R (1 or 2) and per block (TPB = 4R): with R = 2 (m ≤ 16, wide n) a warp owns 2
+ * n-tiles over the same k-range, so one x load, one group check and one loop step serve both
+ * (instruction issue, not bandwidth, bounds the one-tile warp: ncu, H200); warp w's tiles are
+ * row_blk·TPB + r·WPB + w. Narrow n keeps R = 1: twice the warps hide more latency (H200: R = 2 made
+ * gate_up (n 37888) m = 1 21 % faster, qkv / o / down (n ≤ 4608) 6–19 % slower). */
+QQ_WQ_HD constexpr int wq_tpb(int r) { return QQ_WQ_WPB * r; }
+/* Split-K slot of (row_blk, mc, kb, tile t of the block): 8·MT tokens × 16 rows of fp32, [tok][row]. */
+QQ_WQ_HD size_t wq_slot_base(int row_blk, int mch, int mc, int skb, int kb, int t, int tpb, int mt) {
+  return ((((size_t)row_blk * mch + mc) * skb + kb) * tpb + t) * (size_t)(8 * mt * 16);
 }
 
 /* ---- activation-dtype traits: magic numbers, conversions; device ops with a host emulation --------- */
@@ -394,10 +401,11 @@ struct wq_gemm_args {
  * chunks, S − 1 stages (6 KiB per warp at MT ≤ 2) in flight while one is computed. Each lane copies
  * and later reads back only its own 16 bytes of every chunk, so a lane's wait_group is all the
  * synchronisation needed (no barrier, no cross-lane traffic). */
-template <int MT> struct wq_cfg {
-  static constexpr int U = MT <= 2 ? 4 : 2;
+template <int MT, int R> struct wq_cfg {
+  static constexpr int U = (MT <= 2 && R == 1) ? 4 : 2; /* chunks per stage and tile (U·R copies per stage) */
   static constexpr int S = 4;
-  static constexpr int MIN_BLOCKS = MT == 1 ? 6 : MT == 2 ? 4 : MT == 4 ? 4 : 2; /* register cap 80 / 128 / 128 / 255 */
+  /* register caps: MT 1: 80 (R 1) / 96 (R 2); MT 2, 4: 128; MT 8: 255 */
+  static constexpr int MIN_BLOCKS = MT == 1 ? (R == 1 ? 6 : 5) : MT == 2 ? 4 : MT == 4 ? 4 : 2;
 };
 
 __device__ __forceinline__ void wq_cp_async16(uint32_t smem, const void *gmem) {
@@ -422,25 +430,31 @@ __device__ __forceinline__ uint2 wq_ldx(const uint2 *p, bool ok) {
  * ring slot is a compile-time constant (the stage loop is unrolled by S), group boundaries and the x
  * bounds are checked once per chunk (warp-uniform), and only chunks that need it take the per-tile
  * path (groups narrower than a chunk, a boundary inside it, x columns past kx). */
-template <typename T, int SB, int MT>
-__device__ __forceinline__ void wq_mainloop(const wq_gemm_args &p, int nt, int c0, int c1, int m0,
-                                            float (&acc)[MT][4], uint4 *ring) {
-  constexpr int TPC = wq_tpc(SB), U = wq_cfg<MT>::U, S = wq_cfg<MT>::S, KCH = wq_kch(SB);
+template <typename T, int SB, int MT, int R>
+__device__ __forceinline__ void wq_mainloop(const wq_gemm_args &p, const int (&nt)[R], int c0, int c1, int m0,
+                                            float (&acc)[R][MT][4], uint4 *ring) {
+  constexpr int TPC = wq_tpc(SB), U = wq_cfg<MT, R>::U, S = wq_cfg<MT, R>::S, KCH = wq_kch(SB);
   const int lane = threadIdx.x & 31, gid = lane >> 2;
   const int nv = p.nv, kx = p.kx;
   const float2 *scl = p.scl;
   const uint16_t *zro = p.zro;
   const int32_t *gend = p.gend;
 
-  /* ring: this warp's [S][U][32] uint4; stage st holds chunks c0 + st·U .. + U − 1 in slot st % S. */
+  /* ring: this warp's [S][U][R][32] uint4; stage st holds chunks c0 + st·U .. + U − 1 of each of the
+   * R tiles in slot st % S. */
   const uint32_t sring = (uint32_t)__cvta_generic_to_shared(ring + lane);
-  const uint4 *wnext = p.codes + wq_codes_index(nt, p.kc, c0, lane); /* next chunk to copy */
+  const uint4 *wnext[R]; /* next chunk to copy, per tile */
+#pragma unroll
+  for (int r = 0; r < R; r++) wnext[r] = p.codes + wq_codes_index(nt[r], p.kc, c0, lane);
   int c_issue = c0;
   auto issue = [&](int slot) {
 #pragma unroll
     for (int u = 0; u < U; u++) {
-      if (c_issue < c1) wq_cp_async16(sring + (uint32_t)((slot * U + u) * 32 * 16), wnext);
-      wnext += 32;
+#pragma unroll
+      for (int r = 0; r < R; r++) {
+        if (c_issue < c1) wq_cp_async16(sring + (uint32_t)(((slot * U + u) * R + r) * 32 * 16), wnext[r]);
+        wnext[r] += 32;
+      }
       c_issue++;
     }
     wq_cp_commit(); /* empty groups past the end keep the group count uniform */
@@ -476,52 +490,72 @@ __device__ __forceinline__ void wq_mainloop(const wq_gemm_args &p, int nt, int c
     }
   };
 
-  /* Group state: the current virtual group's scales / zeros, the next one's prefetched. */
-  const size_t mrow = wq_meta_index(nt, nv, 0, gid);
+  /* Group state: the current virtual group's scales / zeros, the next one's prefetched. The column
+   * structure (virtual groups, their end tiles) is the same for every row, so the R tiles share it. */
+  size_t mrow[R];
+#pragma unroll
+  for (int r = 0; r < R; r++) mrow[r] = wq_meta_index(nt[r], nv, 0, gid);
   int v = __ldg(p.tile_group + c0 * TPC);
   int g_end = __ldg(gend + v);
-  float2 s_cur = __ldg(scl + mrow + (size_t)v * 8);
-  wq_zeros<T, SB> z_cur = wq_zeros<T, SB>::make(__ldg(zro + mrow + (size_t)v * 8));
+  float2 s_cur[R], s_nxt[R];
+  wq_zeros<T, SB> z_cur[R];
+  uint32_t z_nxt[R];
   /* The next group's metadata, loaded unconditionally (index clamped: past the last group the values
    * are never used), so no predicated copies. */
   int vn = min(v + 1, nv - 1);
-  float2 s_nxt = __ldg(scl + mrow + (size_t)vn * 8);
-  uint32_t z_nxt = __ldg(zro + mrow + (size_t)vn * 8);
+#pragma unroll
+  for (int r = 0; r < R; r++) {
+    s_cur[r] = __ldg(scl + mrow[r] + (size_t)v * 8);
+    z_cur[r] = wq_zeros<T, SB>::make(__ldg(zro + mrow[r] + (size_t)v * 8));
+    s_nxt[r] = __ldg(scl + mrow[r] + (size_t)vn * 8);
+    z_nxt[r] = __ldg(zro + mrow[r] + (size_t)vn * 8);
+  }
   int e_nxt = __ldg(gend + vn);
 
-  float part[MT][4];
+  float part[R][MT][4];
 #pragma unroll
-  for (int mt = 0; mt < MT; mt++)
+  for (int r = 0; r < R; r++)
 #pragma unroll
-    for (int i = 0; i < 4; i++) part[mt][i] = 0.f;
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+      for (int i = 0; i < 4; i++) part[r][mt][i] = 0.f;
 
   auto flush = [&]() {
 #pragma unroll
-    for (int mt = 0; mt < MT; mt++) {
-      acc[mt][0] = fmaf(part[mt][0], s_cur.x, acc[mt][0]);
-      acc[mt][1] = fmaf(part[mt][1], s_cur.x, acc[mt][1]);
-      acc[mt][2] = fmaf(part[mt][2], s_cur.y, acc[mt][2]);
-      acc[mt][3] = fmaf(part[mt][3], s_cur.y, acc[mt][3]);
+    for (int r = 0; r < R; r++)
 #pragma unroll
-      for (int i = 0; i < 4; i++) part[mt][i] = 0.f;
-    }
+      for (int mt = 0; mt < MT; mt++) {
+        acc[r][mt][0] = fmaf(part[r][mt][0], s_cur[r].x, acc[r][mt][0]);
+        acc[r][mt][1] = fmaf(part[r][mt][1], s_cur[r].x, acc[r][mt][1]);
+        acc[r][mt][2] = fmaf(part[r][mt][2], s_cur[r].y, acc[r][mt][2]);
+        acc[r][mt][3] = fmaf(part[r][mt][3], s_cur[r].y, acc[r][mt][3]);
+#pragma unroll
+        for (int i = 0; i < 4; i++) part[r][mt][i] = 0.f;
+      }
   };
   auto next_group = [&]() { /* warp-uniform */
     flush();
-    s_cur = s_nxt;
-    z_cur = wq_zeros<T, SB>::make(z_nxt);
     g_end = e_nxt;
     v++;
     vn = min(v + 1, nv - 1);
-    s_nxt = __ldg(scl + mrow + (size_t)vn * 8);
-    z_nxt = __ldg(zro + mrow + (size_t)vn * 8);
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+      s_cur[r] = s_nxt[r];
+      z_cur[r] = wq_zeros<T, SB>::make(z_nxt[r]);
+      s_nxt[r] = __ldg(scl + mrow[r] + (size_t)vn * 8);
+      z_nxt[r] = __ldg(zro + mrow[r] + (size_t)vn * 8);
+    }
     e_nxt = __ldg(gend + vn);
   };
-  auto mma_tile = [&](const uint4 &ck, int j, const uint2(&b)[MT]) {
-    uint32_t a[4];
-    wq_dequant_frag<T, SB>(ck, j, z_cur, a);
+  /* tile j of the chunk, for all R n-tiles (ck: the R chunks) */
+  auto mma_tile = [&](const uint4 (&ck)[R], int j, const uint2(&b)[MT]) {
 #pragma unroll
-    for (int mt = 0; mt < MT; mt++) wq_mma<T>(part[mt], a, b[mt]);
+    for (int r = 0; r < R; r++) {
+      uint32_t a[4];
+      wq_dequant_frag<T, SB>(ck[r], j, z_cur[r], a);
+#pragma unroll
+      for (int mt = 0; mt < MT; mt++) wq_mma<T>(part[r][mt], a, b[mt]);
+    }
   };
 
   /* m ≤ 16: x of the next chunk is loaded while this one is computed (its latency was the top stall,
@@ -535,7 +569,7 @@ __device__ __forceinline__ void wq_mainloop(const wq_gemm_args &p, int nt, int c
    * so nothing is checked but the group boundary. xp advances to the next chunk. */
   /* (FAST is a literal at both call sites and folds after inlining; a generic lambda with a
    * std::integral_constant parameter crashes nvcc 13.0's cudafe++.) */
-  auto chunk = [&](const uint4 &ck, int c, uint2(&b)[TPC][MT], uint2(&bn)[TPC][MT], const bool FAST) {
+  auto chunk = [&](const uint4 (&ck)[R], int c, uint2(&b)[TPC][MT], uint2(&bn)[TPC][MT], const bool FAST) {
     if constexpr (MT <= 2) {
       if (FAST) {
 #pragma unroll
@@ -579,15 +613,25 @@ __device__ __forceinline__ void wq_mainloop(const wq_gemm_args &p, int nt, int c
       if (st0 + sl < n_st) {
         wq_cp_wait<S - 2>();  /* this lane's copies of this stage have landed */
         issue((sl + S - 1) % S); /* into the slot read (and consumed) in the previous stage */
-        const uint4 *sp = ring + sl * U * 32 + lane;
+        const uint4 *sp = ring + sl * U * R * 32 + lane;
         if (c + U < c1 && c + U < c_xfull) { /* warp-uniform: every chunk whole, the next one too */
 #pragma unroll
-          for (int u = 0; u < U; u++) chunk(sp[u * 32], c + u, bx[u & 1], bx[(u + 1) & 1], true);
+          for (int u = 0; u < U; u++) {
+            uint4 ck[R];
+#pragma unroll
+            for (int r = 0; r < R; r++) ck[r] = sp[(u * R + r) * 32];
+            chunk(ck, c + u, bx[u & 1], bx[(u + 1) & 1], true);
+          }
           c += U;
         } else {
 #pragma unroll
           for (int u = 0; u < U; u++) {
-            if (c < c1) chunk(sp[u * 32], c, bx[u & 1], bx[(u + 1) & 1], false);
+            if (c < c1) {
+              uint4 ck[R];
+#pragma unroll
+              for (int r = 0; r < R; r++) ck[r] = sp[(u * R + r) * 32];
+              chunk(ck, c, bx[u & 1], bx[(u + 1) & 1], false);
+            }
             c++;
           }
         }
@@ -611,35 +655,49 @@ __device__ __forceinline__ void wq_store(const wq_gemm_args &p, int nt, int m0, 
     }
 }
 
-template <typename T, int SB, int MT>
-__global__ void __launch_bounds__(QQ_WQ_WPB * 32, wq_cfg<MT>::MIN_BLOCKS) wq_gemm_kernel(const wq_gemm_args p) {
+template <typename T, int SB, int MT, int R>
+__global__ void __launch_bounds__(QQ_WQ_WPB * 32, wq_cfg<MT, R>::MIN_BLOCKS) wq_gemm_kernel(const wq_gemm_args p) {
+  constexpr int TPB = wq_tpb(R);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const wq_block_pos bp = wq_block_decode(blockIdx.x, p.mch, p.skb);
-  const int nt = bp.row_blk * QQ_WQ_WPB + warp;
   const int c0 = wq_split(p.kc, p.skb, bp.kb), c1 = wq_split(p.kc, p.skb, bp.kb + 1);
   const int m0 = bp.mc * 8 * MT;
-  float acc[MT][4];
+  /* This warp's tiles; one past the last n-tile computes the last one again (clamped), unstored. */
+  int nt[R];
+  bool act[R];
 #pragma unroll
-  for (int mt = 0; mt < MT; mt++)
+  for (int r = 0; r < R; r++) {
+    const int t = bp.row_blk * TPB + r * QQ_WQ_WPB + warp;
+    act[r] = t < p.n_tiles;
+    nt[r] = act[r] ? t : p.n_tiles - 1;
+  }
+  float acc[R][MT][4];
 #pragma unroll
-    for (int i = 0; i < 4; i++) acc[mt][i] = 0.f;
-  const bool active = nt < p.n_tiles;
-  __shared__ __align__(16) uint4 ring[QQ_WQ_WPB][wq_cfg<MT>::S * wq_cfg<MT>::U * 32];
-  if (active) wq_mainloop<T, SB, MT>(p, nt, c0, c1, m0, acc, ring[warp]);
+  for (int r = 0; r < R; r++)
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+      for (int i = 0; i < 4; i++) acc[r][mt][i] = 0.f;
+  __shared__ __align__(16) uint4 ring[QQ_WQ_WPB][wq_cfg<MT, R>::S * wq_cfg<MT, R>::U * R * 32];
+  if (act[0]) wq_mainloop<T, SB, MT, R>(p, nt, c0, c1, m0, acc, ring[warp]);
 
   if (p.skb == 1) {
-    if (active) wq_store<T, MT>(p, nt, m0, acc);
+#pragma unroll
+    for (int r = 0; r < R; r++)
+      if (act[r]) wq_store<T, MT>(p, nt[r], m0, acc[r]);
     return;
   }
   /* Split-K: publish this block's partials, then the last block of the block-row reduces. */
-  if (active) {
-    float *slot = p.slots + wq_slot_base(bp.row_blk, p.mch, bp.mc, p.skb, bp.kb, warp, MT);
+#pragma unroll
+  for (int r = 0; r < R; r++) {
+    if (!act[r]) continue;
+    float *slot = p.slots + wq_slot_base(bp.row_blk, p.mch, bp.mc, p.skb, bp.kb, r * QQ_WQ_WPB + warp, TPB, MT);
 #pragma unroll
     for (int mt = 0; mt < MT; mt++)
 #pragma unroll
       for (int i = 0; i < 4; i++) {
         const int tl = 8 * mt + wq_cfrag_tok(lane, i);
-        if (m0 + tl < p.m) slot[tl * 16 + wq_cfrag_row(lane, i)] = acc[mt][i];
+        if (m0 + tl < p.m) slot[tl * 16 + wq_cfrag_row(lane, i)] = acc[r][mt][i];
       }
   }
   __threadfence();
@@ -651,21 +709,26 @@ __global__ void __launch_bounds__(QQ_WQ_WPB * 32, wq_cfg<MT>::MIN_BLOCKS) wq_gem
     if (s_last) atomicExch(ctr, 0); /* every block of the row has arrived: rearm for the next launch */
   }
   __syncthreads();
-  if (!s_last || !active) return;
+  if (!s_last) return;
   __threadfence();
-  float sum[MT][4];
 #pragma unroll
-  for (int mt = 0; mt < MT; mt++)
+  for (int r = 0; r < R; r++) {
+    if (!act[r]) continue;
+    float sum[MT][4];
 #pragma unroll
-    for (int i = 0; i < 4; i++) {
-      const int tl = 8 * mt + wq_cfrag_tok(lane, i), off = tl * 16 + wq_cfrag_row(lane, i);
-      float s = 0.f;
-      if (m0 + tl < p.m)
-        for (int kb = 0; kb < p.skb; kb++) /* fixed order: the result does not depend on who came last */
-          s += kb == bp.kb ? acc[mt][i] : __ldcg(p.slots + wq_slot_base(bp.row_blk, p.mch, bp.mc, p.skb, kb, warp, MT) + off);
-      sum[mt][i] = s;
-    }
-  wq_store<T, MT>(p, nt, m0, sum);
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+      for (int i = 0; i < 4; i++) {
+        const int tl = 8 * mt + wq_cfrag_tok(lane, i), off = tl * 16 + wq_cfrag_row(lane, i);
+        float s = 0.f;
+        if (m0 + tl < p.m)
+          for (int kb = 0; kb < p.skb; kb++) /* fixed order: the result does not depend on who came last */
+            s += kb == bp.kb ? acc[r][mt][i]
+                             : __ldcg(p.slots + wq_slot_base(bp.row_blk, p.mch, bp.mc, p.skb, kb, r * QQ_WQ_WPB + warp, TPB, MT) + off);
+        sum[mt][i] = s;
+      }
+    wq_store<T, MT>(p, nt[r], m0, sum);
+  }
 }
 
 /* ---- other kernels ------------------------------------------------------------------------------------- */
@@ -866,10 +929,10 @@ struct qq_cuda_wq {
   bool has_map;
   qq_act_dtype act;
   int32_t sm_count;
-  int32_t occ[4];          /* resident blocks per SM of the skinny kernel for MT = 1, 2, 4, 8 */
+  int32_t occ[6];          /* resident blocks per SM of each skinny variant (wq_vi: MT 1, 2, 4, 8 at R 1; MT 1, 2 at R 2) */
   /* tuning (defaults QQ_WQ_*; qq_cuda_wq_set_tuning for benchmarks) and what follows from it */
   int32_t skinny_max_m, min_chunks, block_overhead;
-  int32_t skb1[4];         /* split-K for one m-chunk (m ≤ 64), per MT: wq_choose_skb at create */
+  int32_t skb1[6];         /* split-K for one m-chunk (m ≤ 64), per variant: wq_choose_skb at create */
   void *dev;               /* one allocation holding the arrays below */
   size_t dev_bytes;
   uint4 *codes;
@@ -879,7 +942,13 @@ struct qq_cuda_wq {
 };
 
 static size_t wq_align(size_t b) { return (b + 255) & ~(size_t)255; }
-static int wq_mt_index(int mt) { return mt == 1 ? 0 : mt == 2 ? 1 : mt == 4 ? 2 : 3; }
+/* Skinny kernel variant (MT, R) → 0..5; wq_vi_mt / wq_vi_r invert it. */
+static int wq_vi(int mt, int r) { return r == 2 ? (mt == 1 ? 4 : 5) : mt == 1 ? 0 : mt == 2 ? 1 : mt == 4 ? 2 : 3; }
+static int wq_vi_mt(int vi) { return vi >= 4 ? 1 << (vi - 4) : 1 << vi; }
+static int wq_vi_r(int vi) { return vi >= 4 ? 2 : 1; }
+/* R = 2 pays when the weight has this many n-tiles (n ≥ 16384) at m ≤ 16. */
+enum { QQ_WQ_R2_MIN_TILES = 1024 };
+static int wq_choose_r(const qq_cuda_wq *w, int mt);
 
 /* Split-K factor for `rows` independent (block-row, m-chunk) pairs: the skb in [1, kc / min_chunks]
  * minimizing waves · (chunks per warp + fixed cost), where waves = ⌈rows · skb / resident blocks⌉ and
@@ -889,8 +958,8 @@ static int wq_mt_index(int mt) { return mt == 1 ? 0 : mt == 2 ? 1 : mt == 4 ? 2 
  * many, short ones pay the fixed cost; ties go to the smaller skb. Examples (132 SMs, 4 resident
  * blocks, MT 1, 4-bit): qkv skb 7 (504 blocks: one wave), o 9, down 9, gate_up 5, n 512 × k 3584 14
  * (the cap). A model, not a measurement: the benchmark prints the plan next to each time. */
-static int wq_choose_skb(const qq_cuda_wq *w, int mt, int64_t rows) {
-  const int64_t occ = w->occ[wq_mt_index(mt)] > 0 ? w->occ[wq_mt_index(mt)] : 1;
+static int wq_choose_skb(const qq_cuda_wq *w, int mt, int r, int64_t rows) {
+  const int64_t occ = w->occ[wq_vi(mt, r)] > 0 ? w->occ[wq_vi(mt, r)] : 1;
   const int64_t slots = (int64_t)(w->sm_count > 0 ? w->sm_count : 1) * occ;
   int64_t cap = w->kc / (w->min_chunks > 0 ? w->min_chunks : 1);
   if (cap < 1) cap = 1;
@@ -908,14 +977,18 @@ static int wq_choose_skb(const qq_cuda_wq *w, int mt, int64_t rows) {
   return best;
 }
 static void wq_retune(qq_cuda_wq *w) {
-  const int64_t row_blks = (w->n_tiles + QQ_WQ_WPB - 1) / QQ_WQ_WPB;
-  for (int i = 0; i < 4; i++) w->skb1[i] = wq_choose_skb(w, 1 << i, row_blks);
+  for (int vi = 0; vi < 6; vi++) {
+    const int mt = wq_vi_mt(vi), r = wq_vi_r(vi);
+    const int64_t row_blks = (w->n_tiles + wq_tpb(r) - 1) / wq_tpb(r);
+    w->skb1[vi] = wq_choose_skb(w, mt, r, row_blks);
+  }
 }
+static int wq_choose_r(const qq_cuda_wq *w, int mt) { return mt <= 2 && w->n_tiles >= QQ_WQ_R2_MIN_TILES ? 2 : 1; }
 
 /* How one matmul of m rows runs. */
 struct wq_plan {
   bool dense;
-  int mt, mch, skb, row_blks;
+  int mt, r, mch, skb, row_blks;
   size_t x_bytes, part_bytes; /* ws: staged x, then split-K slots or the dense weight */
 };
 
@@ -930,25 +1003,28 @@ static wq_plan wq_make_plan(const qq_cuda_wq *w, int32_t m, int32_t n_counters) 
   }
   pl.mt = m <= 8 ? 1 : m <= 16 ? 2 : m <= 32 ? 4 : 8;
   pl.mch = (m + 8 * pl.mt - 1) / (8 * pl.mt);
-  pl.row_blks = (w->n_tiles + QQ_WQ_WPB - 1) / QQ_WQ_WPB;
+  pl.r = wq_choose_r(w, pl.mt);
+  pl.row_blks = (w->n_tiles + wq_tpb(pl.r) - 1) / wq_tpb(pl.r);
   const int64_t rows = (int64_t)pl.row_blks * pl.mch;
-  pl.skb = pl.mch == 1 ? w->skb1[wq_mt_index(pl.mt)] : wq_choose_skb(w, pl.mt, rows);
+  pl.skb = pl.mch == 1 ? w->skb1[wq_vi(pl.mt, pl.r)] : wq_choose_skb(w, pl.mt, pl.r, rows);
   if (rows > n_counters) pl.skb = 1; /* no semaphore for every block-row: no split */
-  if (pl.skb > 1) pl.part_bytes = wq_align(wq_slot_base(pl.row_blks, pl.mch, 0, pl.skb, 0, 0, pl.mt) * sizeof(float));
+  if (pl.skb > 1)
+    pl.part_bytes = wq_align(wq_slot_base(pl.row_blks, pl.mch, 0, pl.skb, 0, 0, wq_tpb(pl.r), pl.mt) * sizeof(float));
   return pl;
 }
 
-template <typename T, int SB> static const void *wq_gemm_fn(int mt) {
+template <typename T, int SB> static const void *wq_gemm_fn(int mt, int r) {
+  if (r == 2) return mt == 1 ? (const void *)wq_gemm_kernel<T, SB, 1, 2> : (const void *)wq_gemm_kernel<T, SB, 2, 2>;
   switch (mt) {
-    case 1: return (const void *)wq_gemm_kernel<T, SB, 1>;
-    case 2: return (const void *)wq_gemm_kernel<T, SB, 2>;
-    case 4: return (const void *)wq_gemm_kernel<T, SB, 4>;
-    default: return (const void *)wq_gemm_kernel<T, SB, 8>;
+    case 1: return (const void *)wq_gemm_kernel<T, SB, 1, 1>;
+    case 2: return (const void *)wq_gemm_kernel<T, SB, 2, 1>;
+    case 4: return (const void *)wq_gemm_kernel<T, SB, 4, 1>;
+    default: return (const void *)wq_gemm_kernel<T, SB, 8, 1>;
   }
 }
-static const void *wq_gemm_kernel_for(qq_act_dtype act, int sb, int mt) {
-  if (act == QQ_ACT_BF16) return sb == 4 ? wq_gemm_fn<__nv_bfloat16, 4>(mt) : wq_gemm_fn<__nv_bfloat16, 8>(mt);
-  return sb == 4 ? wq_gemm_fn<__half, 4>(mt) : wq_gemm_fn<__half, 8>(mt);
+static const void *wq_gemm_kernel_for(qq_act_dtype act, int sb, int mt, int r) {
+  if (act == QQ_ACT_BF16) return sb == 4 ? wq_gemm_fn<__nv_bfloat16, 4>(mt, r) : wq_gemm_fn<__nv_bfloat16, 8>(mt, r);
+  return sb == 4 ? wq_gemm_fn<__half, 4>(mt, r) : wq_gemm_fn<__half, 8>(mt, r);
 }
 static const void *wq_dequant_kernel_for(qq_act_dtype act, int sb) {
   if (act == QQ_ACT_BF16)
@@ -1000,11 +1076,11 @@ static qq_status wq_upload(qq_cuda_ctx *c, const qq_linear_desc *d, const wq_lay
   QQ_CUDA_LAUNCHED(err, "wq_repack");
   /* Load time: wait so the temporary buffer and the host layout can be freed. */
   QQ_CUDA_TRY(err, cudaStreamSynchronize(c->stream));
-  for (int i = 0; i < 4; i++) {
+  for (int vi = 0; vi < 6; vi++) {
     int blocks = 0;
-    QQ_CUDA_TRY(err, cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, wq_gemm_kernel_for(w->act, w->sb, 1 << i),
-                                                                   QQ_WQ_WPB * 32, 0));
-    w->occ[i] = blocks;
+    QQ_CUDA_TRY(err, cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+                         &blocks, wq_gemm_kernel_for(w->act, w->sb, wq_vi_mt(vi), wq_vi_r(vi)), QQ_WQ_WPB * 32, 0));
+    w->occ[vi] = blocks;
   }
   wq_retune(w);
   return QQ_OK;
@@ -1081,7 +1157,7 @@ extern "C" void qq_cuda_wq_set_tuning(qq_cuda_wq *w, int32_t skinny_max_m, int32
   if (block_overhead >= 0) w->block_overhead = block_overhead;
   wq_retune(w);
 }
-/* "skinny mt=1 mch=1 skb=7 blocks=504 occ=4 sm=132" or "dense": how a matmul of m rows would run. */
+/* "skinny mt=1 r=1 mch=1 skb=7 blocks=504 occ=6 sm=132" or "dense": how a matmul of m rows would run. */
 extern "C" void qq_cuda_wq_describe(const qq_cuda_wq *w, int32_t m, char *buf, size_t len) {
   if (!w || !buf || !len || m <= 0) {
     if (buf && len) buf[0] = 0;
@@ -1091,8 +1167,8 @@ extern "C" void qq_cuda_wq_describe(const qq_cuda_wq *w, int32_t m, char *buf, s
   if (pl.dense)
     snprintf(buf, len, "dense");
   else
-    snprintf(buf, len, "skinny mt=%d mch=%d skb=%d blocks=%lld occ=%d sm=%d", pl.mt, pl.mch, pl.skb,
-             (long long)pl.row_blks * pl.skb * pl.mch, w->occ[wq_mt_index(pl.mt)], w->sm_count);
+    snprintf(buf, len, "skinny mt=%d r=%d mch=%d skb=%d blocks=%lld occ=%d sm=%d", pl.mt, pl.r, pl.mch, pl.skb,
+             (long long)pl.row_blks * pl.skb * pl.mch, w->occ[wq_vi(pl.mt, pl.r)], w->sm_count);
 }
 
 extern "C" size_t qq_cuda_wq_ws_bytes(const qq_cuda_wq *w, int32_t m) {
@@ -1166,7 +1242,7 @@ extern "C" qq_status qq_cuda_wq_matmul(qq_cuda_ctx *c, const qq_cuda_wq *w, cons
   a.counters = c->counters;
   void *args[] = {&a};
   const unsigned blocks = (unsigned)((int64_t)pl.row_blks * pl.skb * pl.mch);
-  QQ_CUDA_TRY(err, cudaLaunchKernel(wq_gemm_kernel_for(w->act, w->sb, pl.mt), dim3(blocks), dim3(QQ_WQ_WPB * 32), args, 0,
+  QQ_CUDA_TRY(err, cudaLaunchKernel(wq_gemm_kernel_for(w->act, w->sb, pl.mt, pl.r), dim3(blocks), dim3(QQ_WQ_WPB * 32), args, 0,
                                     c->stream));
   QQ_CUDA_LAUNCHED(err, "wq_gemm");
   return QQ_OK;
