@@ -22,8 +22,9 @@
  *   test_cuda_wq             the checks
  *   test_cuda_wq --bench [--iters N] [--skinny-max-m M] [--min-chunks C] [--overhead B]
  *                            microbenchmark on the Qwen2.5-7B linear shapes, M = 1, 16, 64, 256:
- *                            median of per-launch cudaEvent times, L2-warm and with a 256 MiB memset
- *                            between launches (cold); one parseable line per measurement:
+ *                            median of per-launch cudaEvent times (GPU time: each launch queued behind
+ *                            a 50 us GPU spin), L2-warm and after reading 256 MiB (cold); one parseable
+ *                            line per measurement:
  *   BENCH shape=qkv n=4608 k=3584 m=1 kind=w4a16 path=skinny us_warm=.. us_cold=.. wbytes=.. GBps_cold=..
  *         bw_frac_cold=.. bf16_us_warm=.. bf16_us_cold=.. x_bf16_warm=.. x_bf16_cold=.. plan=skinny,mt=1,..
  *   (kind: w4a16 = 4-bit, group 128, zero points; w8a16 = 8-bit per-channel symmetric; w4a16-skinny =
@@ -533,6 +534,25 @@ static int skinny_max_m = 64, min_chunks = -1, block_overhead = -1; /* --skinny-
 static void *flush_buf;
 static const size_t flush_bytes = (size_t)256 << 20;
 
+/* As bench/bench_kernels_cuda.cu: each timed launch queued behind a 50 us GPU spin (the events see GPU
+ * time, not the host's enqueue), the L2 flushed by reading 256 MiB (clean lines) for "cold". */
+__global__ void wq_bench_spin(long long ns) {
+  long long t0, t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
+  do {
+    __nanosleep(1000);
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  } while (t - t0 < ns);
+}
+__global__ void wq_bench_flush(const uint4 *p, size_t n, int *sink) {
+  uint32_t acc = 0;
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+    const uint4 v = __ldcg(p + i);
+    acc ^= v.x ^ v.y ^ v.z ^ v.w;
+  }
+  if (acc == 0x9e3779b9u) *sink = 1;
+}
+
 template <typename F> static double time_us(F fn, bool cold) {
   cudaEvent_t a, b;
   CU(cudaEventCreate(&a));
@@ -540,7 +560,8 @@ template <typename F> static double time_us(F fn, bool cold) {
   for (int i = 0; i < 5; i++) fn();
   std::vector<float> t;
   for (int i = 0; i < iters; i++) {
-    if (cold) CU(cudaMemsetAsync(flush_buf, i & 0xff, flush_bytes, ctx.stream));
+    wq_bench_spin<<<1, 1, 0, ctx.stream>>>(50000);
+    if (cold) wq_bench_flush<<<1024, 256, 0, ctx.stream>>>((const uint4 *)flush_buf, flush_bytes / 16, (int *)flush_buf);
     CU(cudaEventRecord(a, ctx.stream));
     fn();
     CU(cudaEventRecord(b, ctx.stream));
@@ -561,6 +582,7 @@ static int run_bench(void) {
   CU(cudaGetDeviceProperties(&prop, ctx.device));
   printf("device: %s (sm_%d%d, %d SMs)\n", prop.name, ctx.cc_major, ctx.cc_minor, ctx.sm_count);
   CU(cudaMalloc(&flush_buf, flush_bytes));
+  CU(cudaMemset(flush_buf, 0x5a, flush_bytes));
   const size_t cb = (size_t)1 << 30;
   void *ca, *cbuf;
   CU(cudaMalloc(&ca, cb));
