@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "cuda_internal.h"
+#include "../tests/gpu/gpu_timing.cuh"
 
 static qq_error err;
 #define OK(expr)                                                                                    \
@@ -47,29 +48,6 @@ static int iters = 50;
 static void *flush_buf;
 static const size_t flush_bytes = (size_t)256 << 20;
 
-/* Spins for ns nanoseconds of GPU time: queued before each timed launch, it keeps the GPU busy while
- * the host queues the launch, so the events time the kernels, not the host's enqueue (a decode step
- * replays its kernels from a CUDA Graph, where host overhead does not exist). */
-__global__ void spin_kernel(long long ns) {
-  long long t0, t;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
-  do {
-    __nanosleep(1000);
-    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-  } while (t - t0 < ns);
-}
-
-/* Reads the flush buffer (clean lines replace the weights in L2; a memset would leave 50 MB of dirty
- * lines whose write-back the timed kernel would pay for). */
-__global__ void flush_kernel(const uint4 *p, size_t n, int *sink) {
-  uint32_t acc = 0;
-  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-    const uint4 v = __ldcg(p + i);
-    acc ^= v.x ^ v.y ^ v.z ^ v.w;
-  }
-  if (acc == 0x9e3779b9u) *sink = 1; /* never in practice; keeps the loads */
-}
-
 static double host_us_last; /* median host time of one call of fn (the enqueue), from the last time_us */
 
 template <typename F> static double time_us(qq_cuda_ctx *c, F fn, bool cold) {
@@ -81,8 +59,8 @@ template <typename F> static double time_us(qq_cuda_ctx *c, F fn, bool cold) {
   std::vector<float> t;
   std::vector<double> h;
   for (int i = 0; i < iters; i++) {
-    spin_kernel<<<1, 1, 0, c->stream>>>(50000);
-    if (cold) flush_kernel<<<1024, 256, 0, c->stream>>>((const uint4 *)flush_buf, flush_bytes / 16, (int *)flush_buf);
+    qq_bench_spin<<<1, 1, 0, c->stream>>>(50000);
+    if (cold) qq_bench_flush<<<1024, 256, 0, c->stream>>>((const uint4 *)flush_buf, flush_bytes / 16, (int *)flush_buf);
     CU(cudaEventRecord(a, c->stream));
     const auto h0 = std::chrono::steady_clock::now();
     fn();

@@ -50,6 +50,7 @@
 
 #include "cuda_internal.h"
 #include "gpu_check.h"
+#include "gpu_timing.cuh"
 
 /* gemm_wq.cu's tuning hooks (not in cuda_internal.h). */
 extern "C" void qq_cuda_wq_set_tuning(qq_cuda_wq *w, int32_t skinny_max_m, int32_t min_chunks, int32_t block_overhead);
@@ -536,23 +537,6 @@ static const size_t flush_bytes = (size_t)256 << 20;
 
 /* As bench/bench_kernels_cuda.cu: each timed launch queued behind a 50 us GPU spin (the events see GPU
  * time, not the host's enqueue), the L2 flushed by reading 256 MiB (clean lines) for "cold". */
-__global__ void wq_bench_spin(long long ns) {
-  long long t0, t;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
-  do {
-    __nanosleep(1000);
-    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-  } while (t - t0 < ns);
-}
-__global__ void wq_bench_flush(const uint4 *p, size_t n, int *sink) {
-  uint32_t acc = 0;
-  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-    const uint4 v = __ldcg(p + i);
-    acc ^= v.x ^ v.y ^ v.z ^ v.w;
-  }
-  if (acc == 0x9e3779b9u) *sink = 1;
-}
-
 template <typename F> static double time_us(F fn, bool cold) {
   cudaEvent_t a, b;
   CU(cudaEventCreate(&a));
@@ -560,8 +544,8 @@ template <typename F> static double time_us(F fn, bool cold) {
   for (int i = 0; i < 5; i++) fn();
   std::vector<float> t;
   for (int i = 0; i < iters; i++) {
-    wq_bench_spin<<<1, 1, 0, ctx.stream>>>(50000);
-    if (cold) wq_bench_flush<<<1024, 256, 0, ctx.stream>>>((const uint4 *)flush_buf, flush_bytes / 16, (int *)flush_buf);
+    qq_bench_spin<<<1, 1, 0, ctx.stream>>>(50000);
+    if (cold) qq_bench_flush<<<1024, 256, 0, ctx.stream>>>((const uint4 *)flush_buf, flush_bytes / 16, (int *)flush_buf);
     CU(cudaEventRecord(a, ctx.stream));
     fn();
     CU(cudaEventRecord(b, ctx.stream));
