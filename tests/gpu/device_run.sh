@@ -3,7 +3,9 @@
 #   bash tests/gpu/device_run.sh STAGE[,STAGE...] [BUDGET_S]
 # Stages: smi, kernels (the three kernel tests; a test that crashes is re-run under compute-sanitizer
 # memcheck), golden (test_golden on cuda fp32), eval (qwen2-tiny-lm ppl / generate on cuda vs cpu),
-# suite (gpu_suite.py), bench (bench_kernels_cuda + the peers in the same call).
+# serve (qquant-serve on the GPU and on the CPU, Generate + Classify through qquant-client; needs both
+# programs in the bundle), suite (gpu_suite.py), bench / bench2 (bench_kernels_cuda + the peers in the
+# same call), ncu / ncusrc / densecmp / wqtune / wq (kernel measurements).
 # Every stage has its own timeout and the whole run stops starting stages when less than a stage's
 # timeout is left of BUDGET_S (default 560). Logs go to $OUT/log.txt, the summary to stdout and
 # $OUT/summary.txt; JSON results to $OUT.
@@ -71,6 +73,38 @@ if has eval; then
       --max-new-tokens 48 --temperature 0 --device $1 --dtype $2 --json
     lastsec 500 | tee -a "$sum"
   done
+fi
+
+if has serve; then
+  # qquant-serve on the GPU (the default --device auto picks it), Generate and Classify through
+  # qquant-client, greedy Generate compared with the same prompt served from the CPU backend.
+  m=$FX/models/qwen2-tiny-lm
+  for cfg in "cuda bf16" "cuda fp32" "cpu fp32"; do
+    set -- $cfg
+    dev=$1-$2
+    port=$((50600 + RANDOM % 1000))
+    "$B/qquant-serve" --model $m --device $1 --dtype $2 --port $port --metrics-port -1 --drain-seconds 5 \
+      > "$OUT/serve-$dev.log" 2>&1 &
+    srv=$!
+    export QQ_SERVE_ADDR=127.0.0.1:$port
+    for i in $(seq 1 150); do
+      "$B/qquant-client" health >/dev/null 2>&1 && break
+      kill -0 $srv 2>/dev/null || { tail -n 3 "$OUT/serve-$dev.log" | tee -a "$sum"; break; }
+      sleep 0.2
+    done
+    step "serve-$dev-info" 20 "$B/qquant-client" info
+    lastsec 300 | tee -a "$sum"
+    step "serve-$dev-generate" 30 "$B/qquant-client" generate --max-new-tokens 32 --temperature 0 --show-ids "The history of the city"
+    lastsec 400 | tee -a "$sum"
+    lastsec 100000 > "$OUT/serve-$dev-generate.txt"
+    step "serve-$dev-classify" 30 "$B/qquant-client" classify --labels "sports,politics,cooking" \
+      "The senate passed the budget bill after a long debate." "Stir the onions in butter until golden."
+    lastsec 400 | tee -a "$sum"
+    kill -TERM $srv 2>/dev/null; wait $srv; echo "serve-$dev exit $?" | tee -a "$sum"
+  done
+  if cmp -s "$OUT/serve-cuda-fp32-generate.txt" "$OUT/serve-cpu-fp32-generate.txt"; then
+    echo "serve: greedy Generate on cuda fp32 equals cpu" | tee -a "$sum"
+  else echo "serve: greedy Generate on cuda fp32 DIFFERS from cpu" | tee -a "$sum"; fi
 fi
 
 if has suite; then

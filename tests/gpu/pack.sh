@@ -16,7 +16,7 @@ fx=$(realpath ../shared/fixtures)
 models=${QQ_GPU_MODELS:-"qwen2-tiny-lm qwen3-tiny-lm qwen2-tiny-spam-cls llama-stories260k"}
 cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DQQ_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a \
   -DQQ_FIXTURES_DIR="$fx" >/dev/null
-targets=${QQ_GPU_TARGETS:-"qquant test_cuda_ops test_golden bench_kernels_cuda test_cuda_wq test_cuda_attention"}
+targets=${QQ_GPU_TARGETS:-"qquant qquant-serve qquant-client test_cuda_ops test_golden bench_kernels_cuda test_cuda_wq test_cuda_attention"}
 cmake --build build-gpu -j"$jobs" --target $targets
 grep -q '^/.device-carry/' .git/info/exclude 2>/dev/null || echo /.device-carry/ >> .git/info/exclude
 stage=$(mktemp -d)
