@@ -20,7 +20,6 @@
 #include <string.h>
 
 #include <algorithm>
-#include <chrono>
 #include <vector>
 
 #include "cuda_internal.h"
@@ -45,39 +44,8 @@ static qq_error err;
   } while (0)
 
 static int iters = 50;
-static void *flush_buf;
-static const size_t flush_bytes = (size_t)256 << 20;
-
-static double host_us_last; /* median host time of one call of fn (the enqueue), from the last time_us */
-
-template <typename F> static double time_us(qq_cuda_ctx *c, F fn, bool cold) {
-  cudaEvent_t a, b;
-  CU(cudaEventCreate(&a));
-  CU(cudaEventCreate(&b));
-  for (int i = 0; i < 3; i++) fn();
-  CU(cudaStreamSynchronize(c->stream));
-  std::vector<float> t;
-  std::vector<double> h;
-  for (int i = 0; i < iters; i++) {
-    qq_bench_spin<<<1, 1, 0, c->stream>>>(50000);
-    if (cold) qq_bench_flush<<<1024, 256, 0, c->stream>>>((const uint4 *)flush_buf, flush_bytes / 16, (int *)flush_buf);
-    CU(cudaEventRecord(a, c->stream));
-    const auto h0 = std::chrono::steady_clock::now();
-    fn();
-    h.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - h0).count());
-    CU(cudaEventRecord(b, c->stream));
-    CU(cudaEventSynchronize(b));
-    float ms = 0;
-    CU(cudaEventElapsedTime(&ms, a, b));
-    t.push_back(ms);
-  }
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  std::sort(t.begin(), t.end());
-  std::sort(h.begin(), h.end());
-  host_us_last = h[h.size() / 2];
-  return t[t.size() / 2] * 1e3;
-}
+static qq_bench_timer timer; /* tests/gpu/gpu_timing.cuh */
+template <typename F> static double time_us(qq_cuda_ctx *, F fn, bool cold) { return qq_bench_time_us(&timer, fn, cold); }
 
 static void fill_random(void *p, size_t bytes) {
   std::vector<uint16_t> h(bytes / 2 + 1);
@@ -117,8 +85,7 @@ int main(int argc, char **argv) {
   }
   qq_cuda_ctx *c = qq_cuda_ctx_of(be);
   printf("device: %s\n", qq_backend_description(be));
-  CU(cudaMalloc(&flush_buf, flush_bytes));
-  CU(cudaMemset(flush_buf, 0x5a, flush_bytes));
+  CU(qq_bench_timer_init(&timer, c->stream, iters, 3));
 
   /* ---- ceilings ---- */
   double copy_GBps = 4200, gemm_TF = 750; /* --skip-ceilings: typical H200 figures, for ncu runs */
@@ -215,7 +182,7 @@ int main(int argc, char **argv) {
       for (int cold = 0; cold < 2; cold++) {
         t[0][cold] = time_us(c, [&] { OK(qq_cuda_gemm_dense(c, wd, NULL, m, n, k, x, y, &err)); }, cold);
         t[1][cold] = time_us(c, [&] { OK(qq_op_matmul(be, l4, x, m, y, &err)); }, cold);
-        host_w4 = host_us_last;
+        host_w4 = timer.host_us;
         t[2][cold] = time_us(c, [&] { OK(qq_op_matmul(be, l8, x, m, y, &err)); }, cold);
         t[3][cold] = time_us(c, [&] { OK(qq_op_matmul(be, la, x, m, y, &err)); }, cold);
         /* the int8 GEMM alone, on pre-quantized activations (what the fused RMSNorm hands over) */
@@ -290,7 +257,7 @@ int main(int argc, char **argv) {
       for (void *pp : {kc, vc, q, kk, vv, out}) qq_backend_release(be, pp);
     }
   }
-  cudaFree(flush_buf);
+  qq_bench_timer_free(&timer);
   qq_backend_free(be);
   return 0;
 }

@@ -948,7 +948,7 @@ static int wq_vi_mt(int vi) { return vi >= 4 ? 1 << (vi - 4) : 1 << vi; }
 static int wq_vi_r(int vi) { return vi >= 4 ? 2 : 1; }
 /* R = 2 pays when the weight has this many n-tiles (n ≥ 16384) at m ≤ 16. */
 enum { QQ_WQ_R2_MIN_TILES = 1024 };
-static int wq_choose_r(const qq_cuda_wq *w, int mt);
+static int wq_choose_r(const qq_cuda_wq *w, int mt) { return mt <= 2 && w->n_tiles >= QQ_WQ_R2_MIN_TILES ? 2 : 1; }
 
 /* Split-K factor for `rows` independent (block-row, m-chunk) pairs: the skb in [1, kc / min_chunks]
  * minimizing waves · (chunks per warp + fixed cost), where waves = ⌈rows · skb / resident blocks⌉ and
@@ -983,7 +983,6 @@ static void wq_retune(qq_cuda_wq *w) {
     w->skb1[vi] = wq_choose_skb(w, mt, r, row_blks);
   }
 }
-static int wq_choose_r(const qq_cuda_wq *w, int mt) { return mt <= 2 && w->n_tiles >= QQ_WQ_R2_MIN_TILES ? 2 : 1; }
 
 /* How one matmul of m rows runs. */
 struct wq_plan {

@@ -4,8 +4,8 @@
 # Stages: smi, kernels (the three kernel tests; a test that crashes is re-run under compute-sanitizer
 # memcheck), golden (test_golden on cuda fp32), eval (qwen2-tiny-lm ppl / generate on cuda vs cpu),
 # serve (qquant-serve on the GPU and on the CPU, Generate + Classify through qquant-client; needs both
-# programs in the bundle), suite (gpu_suite.py), bench / bench2 (bench_kernels_cuda + the peers in the
-# same call), ncu / ncusrc / densecmp / wqtune / wq (kernel measurements).
+# programs in the bundle), suite (gpu_suite.py), bench (bench_kernels_cuda + the peers in the same
+# call), ncu / ncusrc / densecmp / wqtune / wq (kernel measurements).
 # Every stage has its own timeout and the whole run stops starting stages when less than a stage's
 # timeout is left of BUDGET_S (default 560). Logs go to $OUT/log.txt, the summary to stdout and
 # $OUT/summary.txt; JSON results to $OUT.
@@ -112,13 +112,6 @@ if has suite; then
   grep -E "^(PASS|FAIL)" "$log" | tail -n 30 | tee -a "$sum"
 fi
 
-if has bench; then
-  step bench-kernels 200 "$B/bench_kernels_cuda"
-  sed -n '/===== bench-kernels/,$p' "$log" | grep -v '^JSON' | tee -a "$sum"
-  step peers-gemm 150 python3 shared/bench/peers_torch.py --shapes qwen2.5-7b --skip generate,classify --out "$OUT/peers.json"
-  step peer-sdpa 60 python3 bench/peer_sdpa.py --out "$OUT/peer_sdpa.json"
-  sed -n '/===== peers-gemm/,$p' "$log" | tail -n 40 | tee -a "$sum"
-fi
 if has ncu; then
   # One launch of each hot kernel with Nsight Compute (cache flushed before it: a cold launch).
   sec="--section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats --section MemoryWorkloadAnalysis --section SchedulerStats"
@@ -161,9 +154,12 @@ if has wqtune; then
   done
 fi
 
-if has bench2; then
+if has bench; then
+  # Our kernels, then in the same call the shared peer script (PyTorch, times include the host enqueue),
+  # the peers timed as we time ours (GPU time only), SDPA, and the joined ratio tables.
   step bench-kernels 200 "$B/bench_kernels_cuda"
   sed -n '/===== bench-kernels/,$p' "$log" | grep -v '^JSON' | tee -a "$sum"
+  step peers-torch 150 python3 shared/bench/peers_torch.py --shapes qwen2.5-7b --skip generate,classify --out "$OUT/peers.json"
   step peer-gemm 200 python3 bench/peer_gemm.py --rows 1,8,16,32,64,256 --out "$OUT/peer_gemm.json"
   step peer-sdpa 60 python3 bench/peer_sdpa.py --out "$OUT/peer_sdpa.json"
   python3 bench/cuda_report.py "$log" "$OUT/peer_gemm.json" "$OUT/peer_sdpa.json" > "$OUT/report.md" 2>&1

@@ -1,12 +1,19 @@
-/* gpu_timing.cuh — the two kernels the GPU benchmarks time around (bench/bench_kernels_cuda.cu,
- * tests/gpu/test_cuda_wq.cu --bench; bench/peer_gemm.py does the same with torch.cuda._sleep):
+/* gpu_timing.cuh — how the GPU benchmarks time a launch (bench/bench_kernels_cuda.cu, tests/gpu/
+ * test_cuda_wq.cu --bench; bench/peer_gemm.py does the same with torch.cuda._sleep): qq_bench_time_us
+ * returns the median GPU time of fn over the timer's iterations, with two kernels around each launch:
  *  - qq_bench_spin: spins for ns nanoseconds of GPU time. Queued before each timed launch it keeps the
  *    GPU busy while the host queues the launch, so the events time the kernels, not the host's
  *    enqueue (a decode step replays its kernels from a CUDA Graph, where host overhead does not exist).
  *  - qq_bench_flush: reads a buffer larger than the L2 (clean lines replace the weights in L2; a memset
  *    would leave 50 MB of dirty lines whose write-back the timed kernel would pay for). */
 #pragma once
+#include <math.h>
 #include <stdint.h>
+#include <stdio.h>
+
+#include <algorithm>
+#include <chrono>
+#include <vector>
 
 __global__ void qq_bench_spin(long long ns) {
   long long t0, t;
@@ -24,4 +31,56 @@ __global__ void qq_bench_flush(const uint4 *p, size_t n, int *sink) {
     acc ^= v.x ^ v.y ^ v.z ^ v.w;
   }
   if (acc == 0x9e3779b9u) *sink = 1; /* never in practice; keeps the loads */
+}
+
+struct qq_bench_timer {
+  cudaStream_t stream;
+  int iters, warm;     /* timed launches, untimed ones first */
+  void *flush;         /* 256 MiB read before each cold launch */
+  size_t flush_bytes;
+  double host_us;      /* median host time of one call of fn (its enqueue), from the last qq_bench_time_us */
+};
+
+static cudaError_t qq_bench_timer_init(qq_bench_timer *t, cudaStream_t stream, int iters, int warm) {
+  t->stream = stream;
+  t->iters = iters > 0 ? iters : 1;
+  t->warm = warm;
+  t->flush_bytes = (size_t)256 << 20;
+  t->host_us = 0;
+  cudaError_t e = cudaMalloc(&t->flush, t->flush_bytes);
+  return e != cudaSuccess ? e : cudaMemset(t->flush, 0x5a, t->flush_bytes);
+}
+static void qq_bench_timer_free(qq_bench_timer *t) { cudaFree(t->flush); }
+
+/* Median GPU time of fn in microseconds (NAN after a CUDA error, which is printed). cold: L2 flushed. */
+template <typename F> static double qq_bench_time_us(qq_bench_timer *t, F fn, bool cold) {
+  cudaEvent_t a = NULL, b = NULL;
+  std::vector<float> g;
+  std::vector<double> h;
+  cudaError_t e = cudaEventCreate(&a);
+  if (e == cudaSuccess) e = cudaEventCreate(&b);
+  for (int i = 0; i < t->warm && e == cudaSuccess; i++) fn();
+  if (e == cudaSuccess) e = cudaStreamSynchronize(t->stream);
+  for (int i = 0; i < t->iters && e == cudaSuccess; i++) {
+    qq_bench_spin<<<1, 1, 0, t->stream>>>(50000);
+    if (cold) qq_bench_flush<<<1024, 256, 0, t->stream>>>((const uint4 *)t->flush, t->flush_bytes / 16, (int *)t->flush);
+    if ((e = cudaEventRecord(a, t->stream)) != cudaSuccess) break;
+    const auto h0 = std::chrono::steady_clock::now();
+    fn();
+    h.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - h0).count());
+    if ((e = cudaEventRecord(b, t->stream)) != cudaSuccess || (e = cudaEventSynchronize(b)) != cudaSuccess) break;
+    float ms = 0;
+    if ((e = cudaEventElapsedTime(&ms, a, b)) != cudaSuccess) break;
+    g.push_back(ms);
+  }
+  if (a) cudaEventDestroy(a);
+  if (b) cudaEventDestroy(b);
+  if (e != cudaSuccess || g.empty()) {
+    fprintf(stderr, "qq_bench_time_us: %s\n", cudaGetErrorString(e));
+    return NAN;
+  }
+  std::sort(g.begin(), g.end());
+  std::sort(h.begin(), h.end());
+  t->host_us = h[h.size() / 2];
+  return g[g.size() / 2] * 1e3;
 }

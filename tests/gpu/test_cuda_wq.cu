@@ -532,41 +532,15 @@ static int run_tests(void) {
 /* ---- benchmark ---- */
 static int iters = 100;
 static int skinny_max_m = 64, min_chunks = -1, block_overhead = -1; /* --skinny-max-m, --min-chunks, --overhead */
-static void *flush_buf;
-static const size_t flush_bytes = (size_t)256 << 20;
-
-/* As bench/bench_kernels_cuda.cu: each timed launch queued behind a 50 us GPU spin (the events see GPU
- * time, not the host's enqueue), the L2 flushed by reading 256 MiB (clean lines) for "cold". */
-template <typename F> static double time_us(F fn, bool cold) {
-  cudaEvent_t a, b;
-  CU(cudaEventCreate(&a));
-  CU(cudaEventCreate(&b));
-  for (int i = 0; i < 5; i++) fn();
-  std::vector<float> t;
-  for (int i = 0; i < iters; i++) {
-    qq_bench_spin<<<1, 1, 0, ctx.stream>>>(50000);
-    if (cold) qq_bench_flush<<<1024, 256, 0, ctx.stream>>>((const uint4 *)flush_buf, flush_bytes / 16, (int *)flush_buf);
-    CU(cudaEventRecord(a, ctx.stream));
-    fn();
-    CU(cudaEventRecord(b, ctx.stream));
-    CU(cudaEventSynchronize(b));
-    float ms = 0;
-    CU(cudaEventElapsedTime(&ms, a, b));
-    t.push_back(ms);
-  }
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2] * 1e3;
-}
+static qq_bench_timer timer; /* gpu_timing.cuh: GPU time of each launch, L2-warm or flushed */
+template <typename F> static double time_us(F fn, bool cold) { return qq_bench_time_us(&timer, fn, cold); }
 
 static int run_bench(void) {
   ctx_init(QQ_ACT_BF16);
   cudaDeviceProp prop;
   CU(cudaGetDeviceProperties(&prop, ctx.device));
   printf("device: %s (sm_%d%d, %d SMs)\n", prop.name, ctx.cc_major, ctx.cc_minor, ctx.sm_count);
-  CU(cudaMalloc(&flush_buf, flush_bytes));
-  CU(cudaMemset(flush_buf, 0x5a, flush_bytes));
+  CU(qq_bench_timer_init(&timer, ctx.stream, iters, 5));
   const size_t cb = (size_t)1 << 30;
   void *ca, *cbuf;
   CU(cudaMalloc(&ca, cb));
@@ -636,7 +610,7 @@ static int run_bench(void) {
     qweight_free(q4);
     qweight_free(q8);
   }
-  cudaFree(flush_buf);
+  qq_bench_timer_free(&timer);
   ctx_free();
   return 0;
 }
