@@ -74,6 +74,31 @@ qq_status qq_calib_layer_stats(qq_model *m, int32_t layer, const qq_calib_acts *
 qq_status qq_calib_layer_advance(qq_model *m, int32_t layer, qq_calib_acts *a, qq_error *err);
 void qq_calib_stats_free(qq_calib_stats stats[QQ_CIN_COUNT]);
 
+/* ---- the layer in stages (true-sequential) --------------------------------------------------- */
+
+/* One decoder layer run group by group over every sample, so that the statistics of a group's input
+ * come from outputs of the groups before it with the weights the model holds *now* (quantized by the
+ * caller in between). For each group g in order QKV, O, GATEUP, DOWN:
+ *   qq_calib_staged_stats(p, g, ...)    statistics of input g;
+ *   (the caller quantizes group g and puts its weights into the model)
+ *   qq_calib_staged_advance(p, g, ...)  runs group g's part of the layer over every sample.
+ * After DOWN's advance the activations hold the layer's outputs, exactly what qq_calib_layer_advance
+ * would have computed with the final weights; the whole layer costs one forward instead of one per
+ * group. Between stages the attention outputs ([samples][seqlen][q_dim]) are kept, and down_proj's
+ * inputs ([samples][seqlen][intermediate]) are kept when they fit in max_store_bytes (0: four times
+ * the activations' size), otherwise recomputed from the hidden states by the stats and advance of DOWN. */
+typedef struct qq_calib_staged qq_calib_staged;
+qq_status qq_calib_staged_begin(qq_model *m, int32_t layer, qq_calib_acts *a, size_t max_store_bytes,
+                                qq_calib_staged **out, qq_error *err);
+/* Statistics of input g (only that one: stats[g] is allocated, the others are zeroed). Groups must be
+ * taken in order: g's stats need the advances of every group before g. */
+qq_status qq_calib_staged_stats(qq_calib_staged *p, qq_calib_input g, bool with_h, qq_calib_stats stats[QQ_CIN_COUNT],
+                                qq_error *err);
+qq_status qq_calib_staged_advance(qq_calib_staged *p, qq_calib_input g, qq_error *err);
+/* Bytes held between stages (for reports). */
+size_t qq_calib_staged_bytes(const qq_calib_staged *p);
+void qq_calib_staged_end(qq_calib_staged *p);
+
 /* Peak resident set size of this process so far (getrusage), bytes. */
 size_t qq_calib_peak_rss(void);
 

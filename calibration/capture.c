@@ -108,35 +108,83 @@ void qq_calib_stats_free(qq_calib_stats stats[QQ_CIN_COUNT]) {
   }
 }
 
-qq_status qq_calib_layer_stats(qq_model *m, int32_t layer, const qq_calib_acts *a, uint32_t inputs, bool with_h,
-                               qq_calib_stats stats[QQ_CIN_COUNT], qq_error *err) {
-  const qq_config *cfg = qq_model_config(m);
+static void host_rmsnorm(const float *x, int32_t rows, int32_t dim, const float *w, float eps, float *out) {
+  /* As the CPU backend's rmsnorm: mean of squares in double, w · (x · inv). */
+  for (int32_t t = 0; t < rows; t++) {
+    const float *row = x + (size_t)t * dim;
+    float *o = out + (size_t)t * dim;
+    double ss = 0.0;
+    for (int32_t j = 0; j < dim; j++) ss += (double)row[j] * row[j];
+    const float inv = (float)(1.0 / sqrt(ss / dim + eps));
+    for (int32_t j = 0; j < dim; j++) o[j] = row[j] * inv * w[j];
+  }
+}
+
+static int32_t input_width(const qq_config *cfg, int i) {
   const int32_t dims[QQ_CIN_COUNT] = {cfg->hidden_size, cfg->num_heads * cfg->head_dim, cfg->hidden_size,
                                       cfg->intermediate_size};
+  return dims[i];
+}
+
+/* Allocates stats[i] for every input bit set in `inputs` (the others zeroed) and the capture context. */
+static qq_status capture_begin(qq_model *m, uint32_t inputs, bool with_h, qq_calib_stats stats[QQ_CIN_COUNT],
+                               capture_ctx *c, qq_error *err) {
+  const qq_config *cfg = qq_model_config(m);
   memset(stats, 0, sizeof(qq_calib_stats) * QQ_CIN_COUNT);
-  capture_ctx c = {.inputs = inputs, .with_h = with_h, .stats = stats};
+  memset(c, 0, sizeof *c);
+  c->inputs = inputs;
+  c->with_h = with_h;
+  c->stats = stats;
   int32_t kmax = 0;
   qq_status st = QQ_OK;
-  for (int i = 0; i < QQ_CIN_COUNT; i++) {
+  for (int i = 0; i < QQ_CIN_COUNT && !st; i++) {
     if (!(inputs & (1u << i))) continue;
-    const int32_t k = dims[i];
+    const int32_t k = input_width(cfg, i);
     kmax = QQ_MAX(kmax, k);
     stats[i].k = k;
     stats[i].abs_max = calloc((size_t)k, sizeof(float));
     stats[i].abs_mean = calloc((size_t)k, sizeof(float));
-    c.abs_sum[i] = calloc((size_t)k, sizeof(double));
+    c->abs_sum[i] = calloc((size_t)k, sizeof(double));
     if (with_h) stats[i].h = calloc((size_t)k * k, sizeof(double));
-    if (!stats[i].abs_max || !stats[i].abs_mean || !c.abs_sum[i] || (with_h && !stats[i].h)) {
+    if (!stats[i].abs_max || !stats[i].abs_mean || !c->abs_sum[i] || (with_h && !stats[i].h))
       st = qq_error_set(err, QQ_ERR_NOMEM, "calibration: out of memory for statistics of width %d", k);
-      goto done;
-    }
   }
+  if (!st && with_h && !(c->syrk = malloc(sizeof(float) * (size_t)kmax * kmax)))
+    st = qq_error_set(err, QQ_ERR_NOMEM, "calibration: out of memory");
+  if (st) {
+    for (int i = 0; i < QQ_CIN_COUNT; i++) free(c->abs_sum[i]);
+    free(c->syrk);
+    qq_calib_stats_free(stats);
+  }
+  return st;
+}
+
+/* Finishes the statistics (mean, the lower triangle of H) when st is QQ_OK, frees them otherwise. */
+static qq_status capture_end(capture_ctx *c, qq_status st) {
+  qq_calib_stats *stats = c->stats;
+  for (int i = 0; i < QQ_CIN_COUNT && !st; i++) {
+    if (!(c->inputs & (1u << i))) continue;
+    const int32_t k = stats[i].k;
+    for (int32_t j = 0; j < k; j++) stats[i].abs_mean[j] = (float)(c->abs_sum[i][j] / (double)stats[i].tokens);
+    if (c->with_h)
+      for (int32_t r = 0; r < k; r++)
+        for (int32_t q = 0; q < r; q++) stats[i].h[(size_t)r * k + q] = stats[i].h[(size_t)q * k + r];
+  }
+  for (int i = 0; i < QQ_CIN_COUNT; i++) free(c->abs_sum[i]);
+  free(c->syrk);
+  if (st) qq_calib_stats_free(stats);
+  return st;
+}
+
+qq_status qq_calib_layer_stats(qq_model *m, int32_t layer, const qq_calib_acts *a, uint32_t inputs, bool with_h,
+                               qq_calib_stats stats[QQ_CIN_COUNT], qq_error *err) {
+  capture_ctx c;
+  qq_status st = capture_begin(m, inputs, with_h, stats, &c, err);
+  if (st) return st;
+  const qq_config *cfg = qq_model_config(m);
   const size_t sample = (size_t)a->seqlen * a->hidden;
   float *xs = malloc(sizeof(float) * sample);
-  c.syrk = with_h ? malloc(sizeof(float) * (size_t)kmax * kmax) : NULL;
-  if (!xs || (with_h && !c.syrk)) {
-    free(xs);
-    free(c.syrk);
+  if (!xs) {
     st = qq_error_set(err, QQ_ERR_NOMEM, "calibration: out of memory");
     goto done;
   }
@@ -153,14 +201,7 @@ qq_status qq_calib_layer_stats(qq_model *m, int32_t layer, const qq_calib_acts *
   for (int32_t i = 0; i < a->n_samples && !st; i++) {
     const float *xi = a->x + i * sample;
     if (norm_w) {
-      for (int32_t t = 0; t < a->seqlen; t++) {
-        const float *row = xi + (size_t)t * a->hidden;
-        float *o = xs + (size_t)t * a->hidden;
-        double ss = 0.0;
-        for (int32_t j = 0; j < a->hidden; j++) ss += (double)row[j] * row[j];
-        const float inv = (float)(1.0 / sqrt(ss / a->hidden + eps));
-        for (int32_t j = 0; j < a->hidden; j++) o[j] = row[j] * inv * norm_w[j];
-      }
+      host_rmsnorm(xi, a->seqlen, a->hidden, norm_w, eps, xs);
       on_capture(&c, layer, QQ_LIN_Q, xs, a->seqlen, a->hidden);
     }
     if (rest) {
@@ -172,21 +213,9 @@ qq_status qq_calib_layer_stats(qq_model *m, int32_t layer, const qq_calib_acts *
     if (!st && c.st) st = qq_error_set(err, c.st, "calibration: layer %d captured an input of unexpected width", layer);
   }
   free(norm_w);
-  free(xs);
-  free(c.syrk);
-  if (st) goto done;
-  for (int i = 0; i < QQ_CIN_COUNT; i++) {
-    if (!(inputs & (1u << i))) continue;
-    const int32_t k = stats[i].k;
-    for (int32_t j = 0; j < k; j++) stats[i].abs_mean[j] = (float)(c.abs_sum[i][j] / (double)stats[i].tokens);
-    if (with_h)
-      for (int32_t r = 0; r < k; r++)
-        for (int32_t q = 0; q < r; q++) stats[i].h[(size_t)r * k + q] = stats[i].h[(size_t)q * k + r];
-  }
 done:
-  for (int i = 0; i < QQ_CIN_COUNT; i++) free(c.abs_sum[i]);
-  if (st) qq_calib_stats_free(stats);
-  return st;
+  free(xs);
+  return capture_end(&c, st);
 }
 
 qq_status qq_calib_layer_advance(qq_model *m, int32_t layer, qq_calib_acts *a, qq_error *err) {
@@ -202,4 +231,150 @@ size_t qq_calib_peak_rss(void) {
   struct rusage ru;
   if (getrusage(RUSAGE_SELF, &ru) != 0) return 0;
   return (size_t)ru.ru_maxrss * 1024u; /* Linux reports kilobytes */
+}
+
+/* ---- the layer in stages ------------------------------------------------------------------------ */
+
+struct qq_calib_staged {
+  qq_model *m;
+  int32_t layer;
+  qq_calib_acts *a;
+  int32_t q_dim, inter;
+  int done;           /* groups advanced so far */
+  size_t max_store;
+  float *attn;        /* [samples][seqlen][q_dim], from QKV's advance until O's */
+  float *act;         /* [samples][seqlen][inter] when stored, from GATEUP's advance */
+  float *tmp;         /* [seqlen][max(hidden, inter)] */
+};
+
+qq_status qq_calib_staged_begin(qq_model *m, int32_t layer, qq_calib_acts *a, size_t max_store_bytes,
+                                qq_calib_staged **out, qq_error *err) {
+  *out = NULL;
+  const qq_config *cfg = qq_model_config(m);
+  if (layer < 0 || layer >= cfg->num_layers)
+    return qq_error_set(err, QQ_ERR_INVALID_ARG, "calibration: layer %d outside [0, %d)", layer, cfg->num_layers);
+  qq_calib_staged *p = calloc(1, sizeof *p);
+  if (!p) return qq_error_set(err, QQ_ERR_NOMEM, "calibration: out of memory");
+  p->m = m;
+  p->layer = layer;
+  p->a = a;
+  p->q_dim = cfg->num_heads * cfg->head_dim;
+  p->inter = cfg->intermediate_size;
+  p->max_store = max_store_bytes ? max_store_bytes : 4 * qq_calib_acts_bytes(a);
+  p->tmp = malloc(sizeof(float) * (size_t)a->seqlen * QQ_MAX(QQ_MAX(a->hidden, p->inter), p->q_dim));
+  if (!p->tmp) {
+    free(p);
+    return qq_error_set(err, QQ_ERR_NOMEM, "calibration: out of memory");
+  }
+  *out = p;
+  return QQ_OK;
+}
+
+void qq_calib_staged_end(qq_calib_staged *p) {
+  if (!p) return;
+  free(p->attn);
+  free(p->act);
+  free(p->tmp);
+  free(p);
+}
+
+size_t qq_calib_staged_bytes(const qq_calib_staged *p) {
+  const size_t tokens = (size_t)p->a->n_samples * p->a->seqlen;
+  size_t b = sizeof(float) * tokens * p->q_dim;
+  const size_t act = sizeof(float) * tokens * p->inter;
+  return b > 0 && act <= p->max_store ? QQ_MAX(b, act) : b;
+}
+
+static qq_status staged_order(const qq_calib_staged *p, qq_calib_input g, const char *what, qq_error *err) {
+  if ((unsigned)g >= QQ_CIN_COUNT) return qq_error_set(err, QQ_ERR_INVALID_ARG, "calibration: unknown input %d", (int)g);
+  if ((int)g != p->done)
+    return qq_error_set(err, QQ_ERR_INVALID_ARG, "calibration: %s of input %d of layer %d asked with %d group(s) advanced",
+                        what, (int)g, p->layer, p->done);
+  return QQ_OK;
+}
+
+qq_status qq_calib_staged_stats(qq_calib_staged *p, qq_calib_input g, bool with_h, qq_calib_stats stats[QQ_CIN_COUNT],
+                                qq_error *err) {
+  qq_status st = staged_order(p, g, "statistics", err);
+  if (st) return st;
+  capture_ctx c;
+  if ((st = capture_begin(p->m, 1u << g, with_h, stats, &c, err))) return st;
+  const qq_calib_acts *a = p->a;
+  const int32_t T = a->seqlen, hid = a->hidden;
+  float *norm_w = NULL;
+  if (g == QQ_CIN_QKV || g == QQ_CIN_GATEUP) {
+    if (!(norm_w = malloc(sizeof(float) * (size_t)hid))) st = qq_error_set(err, QQ_ERR_NOMEM, "calibration: out of memory");
+    else st = qq_model_get_norm(p->m, p->layer, g == QQ_CIN_QKV ? QQ_NORM_INPUT : QQ_NORM_POST_ATTN, norm_w, err);
+  }
+  const float eps = (float)qq_model_config(p->m)->rms_norm_eps;
+  static const qq_linear_id first[QQ_CIN_COUNT] = {QQ_LIN_Q, QQ_LIN_O, QQ_LIN_GATE, QQ_LIN_DOWN};
+  for (int32_t i = 0; i < a->n_samples && !st; i++) {
+    float *xi = a->x + (size_t)i * T * hid;
+    const float *in;
+    int32_t w;
+    switch (g) {
+      case QQ_CIN_O:
+        in = p->attn + (size_t)i * T * p->q_dim;
+        w = p->q_dim;
+        break;
+      case QQ_CIN_DOWN:
+        if (p->act) {
+          in = p->act + (size_t)i * T * p->inter;
+        } else {
+          if ((st = qq_model_layer_part(p->m, p->layer, QQ_PART_MLP_ACT, xi, p->tmp, T, err))) continue;
+          in = p->tmp;
+        }
+        w = p->inter;
+        break;
+      default:
+        host_rmsnorm(xi, T, hid, norm_w, eps, p->tmp);
+        in = p->tmp;
+        w = hid;
+        break;
+    }
+    on_capture(&c, p->layer, first[g], in, T, w);
+    if (c.st) st = qq_error_set(err, c.st, "calibration: layer %d captured an input of unexpected width", p->layer);
+  }
+  free(norm_w);
+  return capture_end(&c, st);
+}
+
+qq_status qq_calib_staged_advance(qq_calib_staged *p, qq_calib_input g, qq_error *err) {
+  qq_status st = staged_order(p, g, "advance", err);
+  if (st) return st;
+  const qq_calib_acts *a = p->a;
+  const int32_t T = a->seqlen, hid = a->hidden;
+  const size_t tokens = (size_t)a->n_samples * T;
+  if (g == QQ_CIN_QKV && !(p->attn = malloc(sizeof(float) * tokens * p->q_dim)))
+    return qq_error_set(err, QQ_ERR_NOMEM, "calibration: out of memory for %zu attention outputs", tokens);
+  if (g == QQ_CIN_GATEUP && sizeof(float) * tokens * p->inter <= p->max_store &&
+      !(p->act = malloc(sizeof(float) * tokens * p->inter)))
+    return qq_error_set(err, QQ_ERR_NOMEM, "calibration: out of memory for %zu MLP activations", tokens);
+  for (int32_t i = 0; i < a->n_samples && !st; i++) {
+    float *xi = a->x + (size_t)i * T * hid;
+    switch (g) {
+      case QQ_CIN_QKV:
+        st = qq_model_layer_part(p->m, p->layer, QQ_PART_ATTN, xi, p->attn + (size_t)i * T * p->q_dim, T, err);
+        break;
+      case QQ_CIN_O:
+        st = qq_model_layer_part(p->m, p->layer, QQ_PART_O, xi, p->attn + (size_t)i * T * p->q_dim, T, err);
+        break;
+      case QQ_CIN_GATEUP:
+        if (p->act) st = qq_model_layer_part(p->m, p->layer, QQ_PART_MLP_ACT, xi, p->act + (size_t)i * T * p->inter, T, err);
+        break;
+      default: {
+        float *act = p->act ? p->act + (size_t)i * T * p->inter : p->tmp;
+        if (!p->act) st = qq_model_layer_part(p->m, p->layer, QQ_PART_MLP_ACT, xi, act, T, err);
+        if (!st) st = qq_model_layer_part(p->m, p->layer, QQ_PART_DOWN, xi, act, T, err);
+        break;
+      }
+    }
+  }
+  if (st) return st;
+  if (g == QQ_CIN_O) {
+    free(p->attn);
+    p->attn = NULL;
+  }
+  p->done = g + 1;
+  return QQ_OK;
 }

@@ -298,19 +298,22 @@ qq_status qq_model_scratch_reserve(qq_model *m, int32_t n_tokens, int32_t n_rows
 
 /* ---- one decoder layer ---- */
 
-qq_status qq_model_layer_step(qq_model *m, int32_t l, int32_t n, const int32_t *pos, const qq_attn_seq *seqs,
-                              int32_t n_seqs, int32_t block_tokens, void *k_cache, void *v_cache,
-                              qq_capture_fn cap, void *user, qq_error *err) {
+/* The four parts of a decoder layer (see qq_layer_part in model.h), on the scratch buffers:
+ * ATTN s->x -> s->attn; O s->x += s->attn·Wo; MLP_ACT s->x -> s->gate = silu(xn·Wg)·(xn·Wu);
+ * DOWN s->x += s->gate·Wd. */
+#define TRY(x) \
+  if ((st = (x)) != QQ_OK) return st
+
+static qq_status part_attn(qq_model *m, int32_t l, int32_t n, const int32_t *pos, const qq_attn_seq *seqs,
+                           int32_t n_seqs, int32_t block_tokens, void *k_cache, void *v_cache, qq_capture_fn cap,
+                           void *user, qq_error *err) {
   const qq_config *c = &m->cfg;
   qq_layer *L = &m->layers[l];
   qq_scratch *s = &m->sc;
   qq_backend *be = m->be;
   const float eps = (float)c->rms_norm_eps;
   qq_status st;
-#define TRY(x) \
-  if ((st = (x)) != QQ_OK) return st
-
-  /* attention block: xn = norm(x); q,k,v = xn·W; (q/k norm); rope; attn; x += attn·Wo */
+  /* xn = norm(x); q,k,v = xn·W; (q/k norm); rope; attn */
   TRY(qq_op_rmsnorm(be, s->x, L->norm_in, n, c->hidden_size, eps, s->xn, err));
   if (cap) cap(user, l, QQ_LIN_Q, s->xn, n, c->hidden_size);
   TRY(qq_op_matmul(be, L->lin[QQ_LIN_Q], s->xn, n, s->q, err));   /* [n, hidden] -> [n, heads*hd] */
@@ -324,23 +327,58 @@ qq_status qq_model_layer_step(qq_model *m, int32_t l, int32_t n, const int32_t *
   TRY(qq_op_rope(be, s->k, pos, n, c->num_kv_heads, c->head_dim, (float)c->rope_theta, err));
   qq_attn_params ap = {.n_heads = c->num_heads, .n_kv_heads = c->num_kv_heads, .head_dim = c->head_dim,
                        .block_tokens = block_tokens, .scale = (float)(1.0 / sqrt((double)c->head_dim))};
-  TRY(qq_op_attention(be, &ap, seqs, n_seqs, s->q, s->k, s->v, k_cache, v_cache, s->attn, err));
-  if (cap) cap(user, l, QQ_LIN_O, s->attn, n, m->q_dim);
-  TRY(qq_op_matmul(be, L->lin[QQ_LIN_O], s->attn, n, s->o, err)); /* [n, heads*hd] -> [n, hidden] */
-  TRY(qq_op_add(be, s->x, s->o, (size_t)n * c->hidden_size, err));
-
-  /* MLP block: x += (silu(xn·Wg) * (xn·Wu))·Wd */
-  TRY(qq_op_rmsnorm(be, s->x, L->norm_post, n, c->hidden_size, eps, s->xn, err));
-  if (cap) cap(user, l, QQ_LIN_GATE, s->xn, n, c->hidden_size);
-  TRY(qq_op_matmul(be, L->lin[QQ_LIN_GATE], s->xn, n, s->gate, err)); /* [n, hidden] -> [n, inter] */
-  TRY(qq_op_matmul(be, L->lin[QQ_LIN_UP], s->xn, n, s->up, err));
-  TRY(qq_op_silu_mul(be, s->gate, s->up, (size_t)n * c->intermediate_size, s->gate, err));
-  if (cap) cap(user, l, QQ_LIN_DOWN, s->gate, n, c->intermediate_size);
-  TRY(qq_op_matmul(be, L->lin[QQ_LIN_DOWN], s->gate, n, s->o, err)); /* [n, inter] -> [n, hidden] */
-  TRY(qq_op_add(be, s->x, s->o, (size_t)n * c->hidden_size, err));
-#undef TRY
-  return QQ_OK;
+  return qq_op_attention(be, &ap, seqs, n_seqs, s->q, s->k, s->v, k_cache, v_cache, s->attn, err);
 }
+
+static qq_status part_o(qq_model *m, int32_t l, int32_t n, qq_capture_fn cap, void *user, qq_error *err) {
+  qq_scratch *s = &m->sc;
+  qq_status st;
+  if (cap) cap(user, l, QQ_LIN_O, s->attn, n, m->q_dim);
+  TRY(qq_op_matmul(m->be, m->layers[l].lin[QQ_LIN_O], s->attn, n, s->o, err)); /* [n, heads*hd] -> [n, hidden] */
+  return qq_op_add(m->be, s->x, s->o, (size_t)n * m->cfg.hidden_size, err);
+}
+
+static qq_status part_mlp_act(qq_model *m, int32_t l, int32_t n, qq_capture_fn cap, void *user, qq_error *err) {
+  const qq_config *c = &m->cfg;
+  qq_layer *L = &m->layers[l];
+  qq_scratch *s = &m->sc;
+  qq_status st;
+  TRY(qq_op_rmsnorm(m->be, s->x, L->norm_post, n, c->hidden_size, (float)c->rms_norm_eps, s->xn, err));
+  if (cap) cap(user, l, QQ_LIN_GATE, s->xn, n, c->hidden_size);
+  TRY(qq_op_matmul(m->be, L->lin[QQ_LIN_GATE], s->xn, n, s->gate, err)); /* [n, hidden] -> [n, inter] */
+  TRY(qq_op_matmul(m->be, L->lin[QQ_LIN_UP], s->xn, n, s->up, err));
+  return qq_op_silu_mul(m->be, s->gate, s->up, (size_t)n * c->intermediate_size, s->gate, err);
+}
+
+static qq_status part_down(qq_model *m, int32_t l, int32_t n, qq_capture_fn cap, void *user, qq_error *err) {
+  qq_scratch *s = &m->sc;
+  qq_status st;
+  if (cap) cap(user, l, QQ_LIN_DOWN, s->gate, n, m->cfg.intermediate_size);
+  TRY(qq_op_matmul(m->be, m->layers[l].lin[QQ_LIN_DOWN], s->gate, n, s->o, err)); /* [n, inter] -> [n, hidden] */
+  return qq_op_add(m->be, s->x, s->o, (size_t)n * m->cfg.hidden_size, err);
+}
+
+qq_status qq_model_layer_step(qq_model *m, int32_t l, int32_t n, const int32_t *pos, const qq_attn_seq *seqs,
+                              int32_t n_seqs, int32_t block_tokens, void *k_cache, void *v_cache,
+                              qq_capture_fn cap, void *user, qq_error *err) {
+  qq_status st;
+  TRY(part_attn(m, l, n, pos, seqs, n_seqs, block_tokens, k_cache, v_cache, cap, user, err));
+  TRY(part_o(m, l, n, cap, user, err));
+  TRY(part_mlp_act(m, l, n, cap, user, err));
+  return part_down(m, l, n, cap, user, err);
+}
+
+qq_status qq_model_layer_part_step(qq_model *m, int32_t l, qq_layer_part part, int32_t n, const int32_t *pos,
+                                   const qq_attn_seq *seq, void *k_cache, void *v_cache, qq_error *err) {
+  switch (part) {
+    case QQ_PART_ATTN: return part_attn(m, l, n, pos, seq, 1, n, k_cache, v_cache, NULL, NULL, err);
+    case QQ_PART_O: return part_o(m, l, n, NULL, NULL, err);
+    case QQ_PART_MLP_ACT: return part_mlp_act(m, l, n, NULL, NULL, err);
+    case QQ_PART_DOWN: return part_down(m, l, n, NULL, NULL, err);
+  }
+  return qq_error_set(err, QQ_ERR_INVALID_ARG, "unknown layer part %d", (int)part);
+}
+#undef TRY
 
 /* Final norm and head over r rows already gathered into s->rows; result in s->logits. */
 static qq_status head_rows(qq_model *m, int32_t r, qq_error *err) {

@@ -19,31 +19,77 @@ qq_status qq_model_embed(qq_model *m, const int32_t *tokens, int32_t n, float *x
   return qq_backend_download_f32(m->be, m->sc.x, (size_t)n * m->cfg.hidden_size, x, err);
 }
 
-qq_status qq_model_layer_forward(qq_model *m, int32_t layer, float *x, int32_t n, qq_capture_fn cap, void *user,
-                                 qq_error *err) {
+/* One sequence at positions 0..n-1 in a private cache of one block of n tokens (block table {0}). */
+typedef struct one_seq {
+  void *kc, *vc;
+  int32_t *pos;
+  int32_t block0;
+  qq_attn_seq seq;
+} one_seq;
+
+static void one_seq_free(qq_model *m, one_seq *o) {
+  qq_backend_release(m->be, o->kc);
+  qq_backend_release(m->be, o->vc);
+  free(o->pos);
+}
+
+static qq_status one_seq_init(qq_model *m, int32_t n, one_seq *o, qq_error *err) {
+  memset(o, 0, sizeof *o);
+  const size_t elems = (size_t)n * m->kv_dim;
+  qq_status st;
+  if (!(o->pos = malloc((size_t)n * sizeof(int32_t)))) return qq_error_set(err, QQ_ERR_NOMEM, "out of memory");
+  for (int32_t i = 0; i < n; i++) o->pos[i] = i;
+  if ((st = qq_backend_alloc(m->be, elems, &o->kc, err)) != QQ_OK || (st = qq_backend_alloc(m->be, elems, &o->vc, err)) != QQ_OK) {
+    one_seq_free(m, o);
+    return st;
+  }
+  o->seq = (qq_attn_seq){.row = 0, .n_new = n, .n_past = 0, .blocks = &o->block0};
+  return QQ_OK;
+}
+
+static qq_status check_part_call(qq_model *m, int32_t layer, int32_t n, bool cap, qq_error *err) {
   qq_status st = check_layer(m, layer, err);
   if (st != QQ_OK) return st;
   if (n <= 0) return qq_error_set(err, QQ_ERR_INVALID_ARG, "layer forward: n = %d", n);
   if (cap && qq_backend_kind(m->be) != QQ_DEVICE_CPU)
     return qq_error_set(err, QQ_ERR_UNSUPPORTED, "layer capture needs the CPU backend");
-  if ((st = qq_model_scratch_reserve(m, n, 1, err)) != QQ_OK) return st;
-  /* One block covering all n tokens: block table {0}. */
-  const size_t elems = (size_t)n * m->kv_dim;
-  void *kc = NULL, *vc = NULL;
-  int32_t *pos = malloc((size_t)n * sizeof(int32_t));
-  int32_t block0 = 0;
-  if (!pos) return qq_error_set(err, QQ_ERR_NOMEM, "out of memory");
-  for (int32_t i = 0; i < n; i++) pos[i] = i;
-  if ((st = qq_backend_alloc(m->be, elems, &kc, err)) != QQ_OK) goto done;
-  if ((st = qq_backend_alloc(m->be, elems, &vc, err)) != QQ_OK) goto done;
-  if ((st = qq_backend_upload_f32(m->be, x, (size_t)n * m->cfg.hidden_size, m->sc.x, err)) != QQ_OK) goto done;
-  qq_attn_seq seq = {.row = 0, .n_new = n, .n_past = 0, .blocks = &block0};
-  if ((st = qq_model_layer_step(m, layer, n, pos, &seq, 1, n, kc, vc, cap, user, err)) != QQ_OK) goto done;
-  st = qq_backend_download_f32(m->be, m->sc.x, (size_t)n * m->cfg.hidden_size, x, err);
+  return qq_model_scratch_reserve(m, n, 1, err);
+}
+
+qq_status qq_model_layer_forward(qq_model *m, int32_t layer, float *x, int32_t n, qq_capture_fn cap, void *user,
+                                 qq_error *err) {
+  qq_status st = check_part_call(m, layer, n, cap != NULL, err);
+  if (st != QQ_OK) return st;
+  one_seq o;
+  if ((st = one_seq_init(m, n, &o, err)) != QQ_OK) return st;
+  if ((st = qq_backend_upload_f32(m->be, x, (size_t)n * m->cfg.hidden_size, m->sc.x, err)) == QQ_OK &&
+      (st = qq_model_layer_step(m, layer, n, o.pos, &o.seq, 1, n, o.kc, o.vc, cap, user, err)) == QQ_OK)
+    st = qq_backend_download_f32(m->be, m->sc.x, (size_t)n * m->cfg.hidden_size, x, err);
+  one_seq_free(m, &o);
+  return st;
+}
+
+qq_status qq_model_layer_part(qq_model *m, int32_t layer, qq_layer_part part, float *x, float *buf, int32_t n,
+                              qq_error *err) {
+  if ((unsigned)part > QQ_PART_DOWN) return qq_error_set(err, QQ_ERR_INVALID_ARG, "unknown layer part %d", (int)part);
+  qq_status st = check_part_call(m, layer, n, false, err);
+  if (st != QQ_OK) return st;
+  const size_t nx = (size_t)n * m->cfg.hidden_size;
+  const size_t nq = (size_t)n * m->q_dim, ni = (size_t)n * m->cfg.intermediate_size;
+  one_seq o;
+  memset(&o, 0, sizeof o);
+  if (part == QQ_PART_ATTN && (st = one_seq_init(m, n, &o, err)) != QQ_OK) return st;
+  if ((st = qq_backend_upload_f32(m->be, x, nx, m->sc.x, err)) != QQ_OK) goto done;
+  if (part == QQ_PART_O && (st = qq_backend_upload_f32(m->be, buf, nq, m->sc.attn, err)) != QQ_OK) goto done;
+  if (part == QQ_PART_DOWN && (st = qq_backend_upload_f32(m->be, buf, ni, m->sc.gate, err)) != QQ_OK) goto done;
+  if ((st = qq_model_layer_part_step(m, layer, part, n, o.pos, &o.seq, o.kc, o.vc, err)) != QQ_OK) goto done;
+  switch (part) {
+    case QQ_PART_ATTN: st = qq_backend_download_f32(m->be, m->sc.attn, nq, buf, err); break;
+    case QQ_PART_MLP_ACT: st = qq_backend_download_f32(m->be, m->sc.gate, ni, buf, err); break;
+    default: st = qq_backend_download_f32(m->be, m->sc.x, nx, x, err); break;
+  }
 done:
-  qq_backend_release(m->be, kc);
-  qq_backend_release(m->be, vc);
-  free(pos);
+  if (part == QQ_PART_ATTN) one_seq_free(m, &o);
   return st;
 }
 

@@ -396,11 +396,25 @@ typedef enum qq_norm_id { QQ_NORM_INPUT = 0, QQ_NORM_POST_ATTN = 1 } qq_norm_id;
 typedef void (*qq_capture_fn)(void *user, int32_t layer, qq_linear_id lin, const float *x, int32_t n,
                               int32_t in_dim);
 
+/* The four parts of a decoder layer, in order; running them one after another over x is
+ * qq_model_layer_forward. Calibration runs one part over every sample before the next, so that a
+ * part's linears can be quantized with statistics of inputs produced by the already-quantized parts. */
+typedef enum qq_layer_part {
+  QQ_PART_ATTN = 0,    /* buf [n][q_dim] = attention(norm_in(x)) — o_proj's input; x unchanged */
+  QQ_PART_O = 1,       /* x += buf·Wo */
+  QQ_PART_MLP_ACT = 2, /* buf [n][intermediate] = silu(norm_post(x)·Wg) ⊙ (norm_post(x)·Wu) — down_proj's input */
+  QQ_PART_DOWN = 3     /* x += buf·Wd */
+} qq_layer_part;
+
 /* x [n][hidden] = embedding rows of tokens. */
 qq_status qq_model_embed(qq_model *m, const int32_t *tokens, int32_t n, float *x, qq_error *err);
 /* x [n][hidden] <- decoder layer `layer` applied to x (causal, positions 0..n-1). cap may be NULL. */
 qq_status qq_model_layer_forward(qq_model *m, int32_t layer, float *x, int32_t n, qq_capture_fn cap,
                                  void *user, qq_error *err);
+/* One part of decoder layer `layer` over one sequence x [n][hidden] at positions 0..n-1 (host fp32; see
+ * qq_layer_part for what it reads and writes). */
+qq_status qq_model_layer_part(qq_model *m, int32_t layer, qq_layer_part part, float *x, float *buf, int32_t n,
+                              qq_error *err);
 /* Final norm + head on the rows of x [n][hidden]: out [n][output_dim]. */
 qq_status qq_model_head_forward(qq_model *m, const float *x, int32_t n, float *out, qq_error *err);
 /* Replaces a layer's linear weight (and bias) with a new one (fp32 or quantized, see kernels.h). */

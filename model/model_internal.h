@@ -69,5 +69,9 @@ qq_status qq_model_scratch_reserve(qq_model *m, int32_t n_tokens, int32_t n_rows
 qq_status qq_model_layer_step(qq_model *m, int32_t layer, int32_t n, const int32_t *pos, const qq_attn_seq *seqs,
                               int32_t n_seqs, int32_t block_tokens, void *k_cache, void *v_cache,
                               qq_capture_fn cap, void *user, qq_error *err);
+/* One part of layer l on the scratch buffers (ATTN: s->x -> s->attn over the one sequence seq; O: s->x +=
+ * s->attn·Wo; MLP_ACT: s->x -> s->gate; DOWN: s->x += s->gate·Wd). */
+qq_status qq_model_layer_part_step(qq_model *m, int32_t l, qq_layer_part part, int32_t n, const int32_t *pos,
+                                   const qq_attn_seq *seq, void *k_cache, void *v_cache, qq_error *err);
 
 #endif

@@ -143,6 +143,7 @@ typedef struct layer_ctx {
   float *bias[QQ_LIN_COUNT];
   int32_t n[QQ_LIN_COUNT], k[QQ_LIN_COUNT];
   qq_qlinear *out;  /* [7] */
+  float *norm_in, *norm_post; /* host copies of the layer's norms (AWQ, SmoothQuant fold into them) */
   qq_layer_report *rep;
 } layer_ctx;
 
@@ -238,24 +239,46 @@ static qq_status gptq_group(layer_ctx *c, int g, const qq_calib_stats *s, qq_err
   return QQ_OK;
 }
 
-static qq_status run_gptq(layer_ctx *c, const qq_calib_acts *a, qq_error *err) {
-  qq_calib_stats s[QQ_CIN_COUNT];
-  qq_status st = QQ_OK;
-  if (c->o->true_sequential) {
-    for (int g = 0; g < QQ_CIN_COUNT && !st; g++) {
-      if (cancelled(c->o)) return qq_error_set(err, QQ_ERR_CANCELLED, "interrupted in layer %d", c->layer);
-      double t0 = qq_now_sec();
-      if ((st = qq_calib_layer_stats(c->m, c->layer, a, 1u << g, true, s, err))) return st;
-      double t1 = qq_now_sec();
-      st = gptq_group(c, g, &s[g], err);
-      c->rep->t_stats += t1 - t0;
-      c->rep->t_quant += qq_now_sec() - t1;
-      qq_calib_stats_free(s);
+/* Runs the groups of the layer in order through a staged pass: statistics of group g's input (produced
+ * by the groups before it with their quantized weights), quant(c, g, stats) puts group g's weights
+ * into the model, then group g's part of the layer runs over every sample. The activations end as the
+ * layer's outputs (the last layer skips its final down_proj pass: nothing reads it). */
+typedef qq_status (*group_fn)(layer_ctx *c, int g, qq_calib_stats *s, qq_error *err);
+
+static qq_status run_staged(layer_ctx *c, qq_calib_acts *a, bool with_h, group_fn quant, qq_error *err) {
+  qq_calib_staged *p;
+  qq_status st = qq_calib_staged_begin(c->m, c->layer, a, c->o->stage_bytes, &p, err);
+  if (st) return st;
+  const bool last = c->layer + 1 == c->cfg->num_layers;
+  for (int g = 0; g < QQ_CIN_COUNT && !st; g++) {
+    if (cancelled(c->o)) {
+      st = qq_error_set(err, QQ_ERR_CANCELLED, "interrupted in layer %d", c->layer);
+      break;
     }
-    return st;
+    qq_calib_stats s[QQ_CIN_COUNT];
+    double t0 = qq_now_sec();
+    if ((st = qq_calib_staged_stats(p, (qq_calib_input)g, with_h, s, err))) break;
+    double t1 = qq_now_sec();
+    st = quant(c, g, &s[g], err);
+    qq_calib_stats_free(s);
+    double t2 = qq_now_sec();
+    if (!st && !(last && g == QQ_CIN_DOWN)) st = qq_calib_staged_advance(p, (qq_calib_input)g, err);
+    c->rep->t_stats += t1 - t0;
+    c->rep->t_quant += t2 - t1;
+    c->rep->t_forward += qq_now_sec() - t2;
   }
+  qq_calib_staged_end(p);
+  return st;
+}
+
+static qq_status gptq_group_fn(layer_ctx *c, int g, qq_calib_stats *s, qq_error *err) { return gptq_group(c, g, s, err); }
+
+static qq_status run_gptq(layer_ctx *c, qq_calib_acts *a, qq_error *err) {
+  if (c->o->true_sequential) return run_staged(c, a, true, gptq_group_fn, err);
+  qq_calib_stats s[QQ_CIN_COUNT];
   double t0 = qq_now_sec();
-  if ((st = qq_calib_layer_stats(c->m, c->layer, a, 0xFu, true, s, err))) return st;
+  qq_status st = qq_calib_layer_stats(c->m, c->layer, a, 0xFu, true, s, err);
+  if (st) return st;
   double t1 = qq_now_sec();
   for (int g = 0; g < QQ_CIN_COUNT && !st; g++) st = gptq_group(c, g, &s[g], err);
   c->rep->t_stats += t1 - t0;
@@ -335,52 +358,41 @@ static qq_status run_awq(layer_ctx *c, const qq_calib_acts *a, float *norm_in, f
   return st;
 }
 
-static qq_status run_smoothquant(layer_ctx *c, const qq_calib_acts *a, float *norm_in, float *norm_post,
-                                 qq_error *err) {
-  qq_calib_stats s[QQ_CIN_COUNT];
-  double t0 = qq_now_sec();
-  qq_status st = qq_calib_layer_stats(c->m, c->layer, a, 0xFu, true, s, err);
-  if (st) return st;
-  double t1 = qq_now_sec();
-  c->rep->t_stats += t1 - t0;
-  const qq_dtype ndt = norm_dtype(c->cfg);
+/* SmoothQuant, group by group (run_staged): q/k/v and gate/up are smoothed by s_j = max|X_j|^α /
+ * max|W_j|^(1−α) folded into the RMSNorm in front, then every linear gets int8 per-channel weights.
+ * The statistics of o, gate/up and down come from the outputs of the already-quantized groups. */
+static qq_status sq_group(layer_ctx *c, int g, qq_calib_stats *s, qq_error *err) {
   const int32_t hd = c->cfg->hidden_size;
-  float *sc = malloc(sizeof(float) * (size_t)hd);
-  if (!sc) {
-    qq_calib_stats_free(s);
-    return qq_error_set(err, QQ_ERR_NOMEM, "out of memory");
-  }
-  const int groups[2] = {QQ_CIN_QKV, QQ_CIN_GATEUP};
-  for (int gi = 0; gi < 2 && !st; gi++) {
-    const int g = groups[gi];
-    const qq_linear_id *ids = GROUP_LINS[g];
+  const qq_linear_id *ids = GROUP_LINS[g];
+  qq_status st = QQ_OK;
+  if (g == QQ_CIN_QKV || g == QQ_CIN_GATEUP) {
     const float *ws[3];
     int32_t ns[3], nl = 0;
     for (int i = 0; i < 3 && ids[i] != QQ_LIN_COUNT; i++) {
       ws[nl] = c->w[ids[i]];
       ns[nl++] = c->n[ids[i]];
     }
-    if ((st = qq_smoothquant_scales(ws, ns, nl, hd, s[g].abs_max, c->o->sq_alpha, sc, err))) break;
-    qq_fold_scale_into_norm(g == QQ_CIN_QKV ? norm_in : norm_post, hd, sc, ndt);
-    for (int i = 0; i < 3 && ids[i] != QQ_LIN_COUNT; i++) qq_fold_scale_into_columns(c->w[ids[i]], c->n[ids[i]], hd, sc);
-    qq_hessian_scale(s[g].h, hd, sc);
-    for (int32_t j = 0; j < hd; j++) s[g].abs_max[j] /= sc[j];
+    float *sc = malloc(sizeof(float) * (size_t)hd);
+    if (!sc) return qq_error_set(err, QQ_ERR_NOMEM, "out of memory");
+    float *norm = g == QQ_CIN_QKV ? c->norm_in : c->norm_post;
+    if (!(st = qq_smoothquant_scales(ws, ns, nl, hd, s->abs_max, c->o->sq_alpha, sc, err))) {
+      qq_fold_scale_into_norm(norm, hd, sc, norm_dtype(c->cfg));
+      for (int i = 0; i < nl; i++) qq_fold_scale_into_columns(c->w[ids[i]], c->n[ids[i]], hd, sc);
+      if (s->h) qq_hessian_scale(s->h, hd, sc);
+      for (int32_t j = 0; j < hd; j++) s->abs_max[j] /= sc[j];
+      st = qq_model_set_norm(c->m, c->layer, g == QQ_CIN_QKV ? QQ_NORM_INPUT : QQ_NORM_POST_ATTN, norm, err);
+    }
+    free(sc);
   }
-  free(sc);
-  if (!st) st = qq_model_set_norm(c->m, c->layer, QQ_NORM_INPUT, norm_in, err);
-  if (!st) st = qq_model_set_norm(c->m, c->layer, QQ_NORM_POST_ATTN, norm_post, err);
-  for (int id = 0; id < QQ_LIN_COUNT && !st; id++) {
-    const qq_calib_stats *si = &s[qq_calib_input_of((qq_linear_id)id)];
+  for (int i = 0; i < 3 && ids[i] != QQ_LIN_COUNT && !st; i++) {
     float act = 0.0f;
     if (c->o->sq_static_act) {
       float mx = 0.0f;
-      for (int32_t j = 0; j < si->k; j++) mx = fmaxf(mx, si->abs_max[j]);
+      for (int32_t j = 0; j < s->k; j++) mx = fmaxf(mx, s->abs_max[j]);
       act = mx > 0.0f ? mx / 127.0f : 1.0f;
     }
-    st = finish_w8a8(c, (qq_linear_id)id, c->w[id], si->h, act, err);
+    st = finish_w8a8(c, ids[i], c->w[ids[i]], s->h, act, err);
   }
-  c->rep->t_quant += qq_now_sec() - t1;
-  qq_calib_stats_free(s);
   return st;
 }
 
@@ -503,6 +515,8 @@ qq_status qq_quantize_model(qq_model *m, const qq_quantize_options *o, qq_quanti
           (st = qq_model_get_norm(m, l, QQ_NORM_POST_ATTN, q->norm_post[l], err)))
         goto fail;
     }
+    c.norm_in = q->norm_in[l];
+    c.norm_post = q->norm_post[l];
     switch (o->method) {
       case QQ_METHOD_RTN: {
         double t0 = qq_now_sec();
@@ -512,7 +526,7 @@ qq_status qq_quantize_model(qq_model *m, const qq_quantize_options *o, qq_quanti
       }
       case QQ_METHOD_GPTQ: st = run_gptq(&c, acts, err); break;
       case QQ_METHOD_AWQ: st = run_awq(&c, acts, q->norm_in[l], q->norm_post[l], err); break;
-      case QQ_METHOD_SMOOTHQUANT: st = run_smoothquant(&c, acts, q->norm_in[l], q->norm_post[l], err); break;
+      case QQ_METHOD_SMOOTHQUANT: st = run_staged(&c, acts, true, sq_group, err); break;
     }
     for (int id = 0; id < QQ_LIN_COUNT; id++) {
       free(c.w[id]);
@@ -520,7 +534,9 @@ qq_status qq_quantize_model(qq_model *m, const qq_quantize_options *o, qq_quanti
       c.w[id] = c.bias[id] = NULL;
     }
     if (st) goto fail;
-    if (needs_acts && l + 1 < L) {
+    /* The staged methods have already turned the activations into this layer's outputs. */
+    const bool staged = o->method == QQ_METHOD_SMOOTHQUANT || (o->method == QQ_METHOD_GPTQ && o->true_sequential);
+    if (needs_acts && !staged && l + 1 < L) {
       if (cancelled(o)) {
         st = qq_error_set(err, QQ_ERR_CANCELLED, "interrupted after quantizing layer %d of %d", l, L);
         goto fail;

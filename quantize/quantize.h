@@ -178,7 +178,10 @@ typedef struct qq_quantize_options {
   qq_out_format format;
   qq_gptq_options gptq;
   bool true_sequential;     /* GPTQ: q/k/v, then o, then gate/up, then down, each on inputs produced by the
-                             * already quantized ones (default true) */
+                             * already quantized ones (default true); the layer runs once, group by group
+                             * (qq_calib_staged in calibration.h), as it does for SmoothQuant */
+  size_t stage_bytes;       /* staged methods: keep down_proj's inputs between stages when they take at most
+                             * this many bytes, recompute them otherwise (0: four times the activations) */
   qq_awq_options awq;
   double sq_alpha;          /* SmoothQuant migration strength (default 0.5) */
   bool sq_static_act;       /* SmoothQuant: static per-tensor activation scales from calibration */

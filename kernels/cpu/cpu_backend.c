@@ -369,7 +369,7 @@ static qq_status cpu_attention(qq_backend *be, const qq_attn_params *p, const qq
         float mx = -INFINITY;
         for (int32_t j = 0; j <= last; j++) {
           row[j] *= p->scale;
-          mx = fmaxf(mx, row[j]);
+          mx = row[j] > mx ? row[j] : mx; /* fmaxf without the call: NaN skipped alike */
         }
         double sum = 0;
         for (int32_t j = 0; j <= last; j++) {
