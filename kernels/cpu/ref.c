@@ -23,11 +23,18 @@ void qq_ref_quantize_rows_i8(const float *x, int32_t m, int32_t k, float act_sca
      * same results as fmaxf / rintf (round half to even) / fminf: NaN is skipped by the max and lands
      * on -127, values of magnitude ≥ 2^22 are clamped either way. */
     if (scale <= 0) {
-      float amax = 0;
-      for (int32_t c = 0; c < k; c++) {
+      float m8[8] = {0, 0, 0, 0, 0, 0, 0, 0}, amax = 0; /* 8 lanes: a max needs no order */
+      int32_t c = 0;
+      for (; c + 8 <= k; c += 8)
+        for (int u = 0; u < 8; u++) {
+          const float a = fabsf(xr[c + u]);
+          m8[u] = a > m8[u] ? a : m8[u];
+        }
+      for (; c < k; c++) {
         const float a = fabsf(xr[c]);
         amax = a > amax ? a : amax;
       }
+      for (int u = 0; u < 8; u++) amax = m8[u] > amax ? m8[u] : amax;
       scale = amax > 0 ? amax / 127.0f : 1.0f;
     }
     s[i] = scale;
