@@ -5,7 +5,9 @@
 # memcheck), golden (test_golden on cuda fp32), eval (qwen2-tiny-lm ppl / generate on cuda vs cpu),
 # serve (qquant-serve on the GPU and on the CPU, Generate + Classify through qquant-client; needs both
 # programs in the bundle), suite (gpu_suite.py), bench (bench_kernels_cuda + the peers in the same
-# call), ncu / ncusrc / densecmp / wqtune / wq (kernel measurements).
+# call), ncu / ncusrc / densecmp / wqtune / wq (kernel measurements), quantspeed (the quantizer's
+# end-to-end time on the host CPUs, 2 threads per run, each run pinned to its own pair of cores; GPTQ
+# and SmoothQuant three times each, side by side with build-gpu/bin/qquant-old when the bundle has it).
 # Every stage has its own timeout and the whole run stops starting stages when less than a stage's
 # timeout is left of BUDGET_S (default 560). Logs go to $OUT/log.txt, the summary to stdout and
 # $OUT/summary.txt; JSON results to $OUT.
@@ -151,6 +153,30 @@ if has wqtune; then
     step "wq-bench-minchunks-$mc" 90 "$B/test_cuda_wq" --bench --min-chunks $mc
     grep -E "^BENCH shape=.* m=(1|16) kind=w4a16 " <(sed -n "/===== wq-bench-minchunks-$mc:/,\$p" "$log") \
       | sed -E 's/.*shape=([a-z_]+).* m=([0-9]+) .*us_cold=([0-9.]+).*plan=(.*)/  \1 m=\2 cold \3 us \4/' | tee -a "$sum"
+  done
+fi
+
+if has quantspeed; then
+  m=$FX/models/qwen2-tiny-lm
+  cal="--calib $FX/corpora/calib-mix.jsonl --calib-samples 128 --calib-seqlen 512 --threads 2"
+  runs="gptq:qquant:1 gptq:qquant:2 gptq:qquant:3 smoothquant:qquant:1 smoothquant:qquant:2 smoothquant:qquant:3"
+  [ -x "$B/qquant-old" ] && runs="$runs gptq:qquant-old:1 smoothquant:qquant-old:1"
+  lscpu | grep -E "^Model name|^CPU\(s\)" | tr -s ' ' | tee -a "$sum"
+  core=0
+  for r in $runs; do
+    IFS=: read -r meth bin i <<< "$r"
+    d=$OUT/qs-$meth-$bin-$i
+    ( taskset -c $core,$((core + 1)) /usr/bin/time -f "%e %M" -o "$d.time" "$B/$bin" --method $meth --model $m \
+        --out "$d" $cal > "$d.log" 2>&1; echo "rc=$?" >> "$d.time" ) &
+    core=$((core + 2))
+  done
+  wait
+  for r in $runs; do
+    IFS=: read -r meth bin i <<< "$r"
+    d=$OUT/qs-$meth-$bin-$i
+    echo "quantspeed $meth $bin run $i: wall $(head -1 "$d.time" | awk '{printf "%.1f s, max RSS %.0f MiB", $1, $2/1024}') $(tail -1 "$d.time") | $(grep -E '^seconds:' "$d.log")" | tee -a "$sum"
+    cp "$d/qquant_report.json" "$d.report.json" 2>/dev/null
+    rm -rf "$d"
   done
 fi
 

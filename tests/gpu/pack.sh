@@ -5,7 +5,7 @@
 #   export LD_LIBRARY_PATH=/tmp/qq/lib:/usr/local/cuda/lib64 &&
 #   python3 tests/gpu/gpu_suite.py --bin build-gpu/bin --fixtures shared/fixtures --out $OUT
 # Environment: QQ_GPU_MODELS (fixture models to carry; default all four), QQ_GPU_TARGETS (programs to
-# carry; default all), QQ_JOBS. The bundle must stay under the device tool's 64 MiB: with every model
+# carry; default all), QQ_GPU_EXTRA (programs built elsewhere, NAME=PATH), QQ_JOBS. The bundle must stay under the device tool's 64 MiB: with every model
 # it does not, so pack the kernel tests/benchmarks and the model-level suite separately, e.g.
 #   QQ_GPU_MODELS=qwen2-tiny-lm QQ_GPU_TARGETS="test_cuda_ops test_cuda_wq test_cuda_attention bench_kernels_cuda"
 set -euo pipefail
@@ -24,6 +24,9 @@ trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage/build-gpu/bin" "$stage/tests" "$stage/bench" "$stage/shared/bench" "$stage/shared/fixtures/models" \
   "$stage/shared/fixtures/corpora"
 for t in $targets; do strip -o "$stage/build-gpu/bin/$t" build-gpu/bin/$t; done
+# QQ_GPU_EXTRA="NAME=PATH ...": more programs built elsewhere, carried as build-gpu/bin/NAME (e.g. an
+# older qquant to time side by side: qquant-old=/path/to/qquant).
+for e in ${QQ_GPU_EXTRA:-}; do strip -o "$stage/build-gpu/bin/${e%%=*}" "${e#*=}"; done
 cp -r tests/gpu "$stage/tests/"
 cp bench/peer_*.py bench/cuda_report.py "$stage/bench/"
 cp ../shared/bench/peers_torch.py "$stage/shared/bench/"
