@@ -53,6 +53,7 @@ typedef struct qq_calib_stats {
   int32_t k;
   int64_t tokens;
   double *h;          /* [k][k] XᵀX (NULL when not requested) */
+  int64_t h_tokens;   /* tokens summed into h (fewer than `tokens` when H was asked of some samples only) */
   float *abs_max;     /* [k] max |x_j| */
   float *abs_mean;    /* [k] mean |x_j| */
 } qq_calib_stats;
@@ -91,9 +92,10 @@ typedef struct qq_calib_staged qq_calib_staged;
 qq_status qq_calib_staged_begin(qq_model *m, int32_t layer, qq_calib_acts *a, size_t max_store_bytes,
                                 qq_calib_staged **out, qq_error *err);
 /* Statistics of input g (only that one: stats[g] is allocated, the others are zeroed). Groups must be
- * taken in order: g's stats need the advances of every group before g. */
-qq_status qq_calib_staged_stats(qq_calib_staged *p, qq_calib_input g, bool with_h, qq_calib_stats stats[QQ_CIN_COUNT],
-                                qq_error *err);
+ * taken in order: g's stats need the advances of every group before g. h_samples: 0 no XᵀX, < 0 XᵀX
+ * over every sample, N > 0 over the first N samples only (max / mean always over all of them). */
+qq_status qq_calib_staged_stats(qq_calib_staged *p, qq_calib_input g, int32_t h_samples,
+                                qq_calib_stats stats[QQ_CIN_COUNT], qq_error *err);
 qq_status qq_calib_staged_advance(qq_calib_staged *p, qq_calib_input g, qq_error *err);
 /* Bytes held between stages (for reports). */
 size_t qq_calib_staged_bytes(const qq_calib_staged *p);

@@ -62,7 +62,8 @@ size_t qq_calib_acts_bytes(const qq_calib_acts *a) { return sizeof(float) * (siz
 
 typedef struct capture_ctx {
   uint32_t inputs;
-  bool with_h;
+  bool with_h;      /* H allocated; h_now: this sample adds to it */
+  bool h_now;
   qq_calib_stats *stats;
   float *syrk;      /* [k][k] float scratch for one sample's XᵀX */
   double *abs_sum[QQ_CIN_COUNT];
@@ -88,7 +89,8 @@ static void on_capture(void *user, int32_t layer, qq_linear_id lin, const float 
     }
   }
   s->tokens += n;
-  if (c->with_h) {
+  if (c->with_h && c->h_now) {
+    s->h_tokens += n;
     /* float XᵀX over one sample (≤ a few thousand tokens) then accumulated in double. */
     cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, in_dim, n, 1.0f, x, in_dim, 0.0f, c->syrk, in_dim);
     for (int32_t i = 0; i < in_dim; i++) {
@@ -134,6 +136,7 @@ static qq_status capture_begin(qq_model *m, uint32_t inputs, bool with_h, qq_cal
   memset(c, 0, sizeof *c);
   c->inputs = inputs;
   c->with_h = with_h;
+  c->h_now = with_h;
   c->stats = stats;
   int32_t kmax = 0;
   qq_status st = QQ_OK;
@@ -293,12 +296,12 @@ static qq_status staged_order(const qq_calib_staged *p, qq_calib_input g, const 
   return QQ_OK;
 }
 
-qq_status qq_calib_staged_stats(qq_calib_staged *p, qq_calib_input g, bool with_h, qq_calib_stats stats[QQ_CIN_COUNT],
-                                qq_error *err) {
+qq_status qq_calib_staged_stats(qq_calib_staged *p, qq_calib_input g, int32_t h_samples,
+                                qq_calib_stats stats[QQ_CIN_COUNT], qq_error *err) {
   qq_status st = staged_order(p, g, "statistics", err);
   if (st) return st;
   capture_ctx c;
-  if ((st = capture_begin(p->m, 1u << g, with_h, stats, &c, err))) return st;
+  if ((st = capture_begin(p->m, 1u << g, h_samples != 0, stats, &c, err))) return st;
   const qq_calib_acts *a = p->a;
   const int32_t T = a->seqlen, hid = a->hidden;
   float *norm_w = NULL;
@@ -310,6 +313,7 @@ qq_status qq_calib_staged_stats(qq_calib_staged *p, qq_calib_input g, bool with_
   static const qq_linear_id first[QQ_CIN_COUNT] = {QQ_LIN_Q, QQ_LIN_O, QQ_LIN_GATE, QQ_LIN_DOWN};
   for (int32_t i = 0; i < a->n_samples && !st; i++) {
     float *xi = a->x + (size_t)i * T * hid;
+    c.h_now = c.with_h && (h_samples < 0 || i < h_samples);
     const float *in;
     int32_t w;
     switch (g) {

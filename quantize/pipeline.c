@@ -245,7 +245,7 @@ static qq_status gptq_group(layer_ctx *c, int g, const qq_calib_stats *s, qq_err
  * layer's outputs (the last layer skips its final down_proj pass: nothing reads it). */
 typedef qq_status (*group_fn)(layer_ctx *c, int g, qq_calib_stats *s, qq_error *err);
 
-static qq_status run_staged(layer_ctx *c, qq_calib_acts *a, bool with_h, group_fn quant, qq_error *err) {
+static qq_status run_staged(layer_ctx *c, qq_calib_acts *a, int32_t h_samples, group_fn quant, qq_error *err) {
   qq_calib_staged *p;
   qq_status st = qq_calib_staged_begin(c->m, c->layer, a, c->o->stage_bytes, &p, err);
   if (st) return st;
@@ -257,7 +257,8 @@ static qq_status run_staged(layer_ctx *c, qq_calib_acts *a, bool with_h, group_f
     }
     qq_calib_stats s[QQ_CIN_COUNT];
     double t0 = qq_now_sec();
-    if ((st = qq_calib_staged_stats(p, (qq_calib_input)g, with_h, s, err))) break;
+    if ((st = qq_calib_staged_stats(p, (qq_calib_input)g, h_samples, s, err))) break;
+    if (s[g].h) c->rep->err_tokens = s[g].h_tokens;
     double t1 = qq_now_sec();
     st = quant(c, g, &s[g], err);
     qq_calib_stats_free(s);
@@ -274,11 +275,12 @@ static qq_status run_staged(layer_ctx *c, qq_calib_acts *a, bool with_h, group_f
 static qq_status gptq_group_fn(layer_ctx *c, int g, qq_calib_stats *s, qq_error *err) { return gptq_group(c, g, s, err); }
 
 static qq_status run_gptq(layer_ctx *c, qq_calib_acts *a, qq_error *err) {
-  if (c->o->true_sequential) return run_staged(c, a, true, gptq_group_fn, err);
+  if (c->o->true_sequential) return run_staged(c, a, -1, gptq_group_fn, err);
   qq_calib_stats s[QQ_CIN_COUNT];
   double t0 = qq_now_sec();
   qq_status st = qq_calib_layer_stats(c->m, c->layer, a, 0xFu, true, s, err);
   if (st) return st;
+  c->rep->err_tokens = s[0].h_tokens;
   double t1 = qq_now_sec();
   for (int g = 0; g < QQ_CIN_COUNT && !st; g++) st = gptq_group(c, g, &s[g], err);
   c->rep->t_stats += t1 - t0;
@@ -300,6 +302,7 @@ static qq_status run_awq(layer_ctx *c, const qq_calib_acts *a, float *norm_in, f
   double t0 = qq_now_sec();
   qq_status st = qq_calib_layer_stats(c->m, c->layer, a, 0xFu, true, s, err);
   if (st) return st;
+  c->rep->err_tokens = s[0].h_tokens;
   double t1 = qq_now_sec();
   c->rep->t_stats += t1 - t0;
   const qq_dtype ndt = norm_dtype(c->cfg);
@@ -526,7 +529,7 @@ qq_status qq_quantize_model(qq_model *m, const qq_quantize_options *o, qq_quanti
       }
       case QQ_METHOD_GPTQ: st = run_gptq(&c, acts, err); break;
       case QQ_METHOD_AWQ: st = run_awq(&c, acts, q->norm_in[l], q->norm_post[l], err); break;
-      case QQ_METHOD_SMOOTHQUANT: st = run_staged(&c, acts, true, sq_group, err); break;
+      case QQ_METHOD_SMOOTHQUANT: st = run_staged(&c, acts, QQ_SQ_ERROR_SAMPLES, sq_group, err); break;
     }
     for (int id = 0; id < QQ_LIN_COUNT; id++) {
       free(c.w[id]);

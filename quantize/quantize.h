@@ -199,8 +199,14 @@ qq_status qq_quantize_check(const qq_quantize_options *o, const qq_config *cfg, 
 /* The format AUTO resolves to (or the one asked for). */
 qq_out_format qq_quantize_resolve_format(const qq_quantize_options *o);
 
+/* SmoothQuant takes XᵀX (needed only for the report's output errors) from the first samples: XᵀX of
+ * down_proj's input alone is ~70 GFLOP per layer at 128 × 512 tokens. */
+#define QQ_SQ_ERROR_SAMPLES 16
+
 typedef struct qq_layer_report {
   double rel_err[QQ_LIN_COUNT];  /* ‖XWᵀ − XŴᵀ‖ / ‖XWᵀ‖ on the calibration inputs (NaN without calibration) */
+  int64_t err_tokens;            /* calibration tokens rel_err was measured on (SmoothQuant: those of the
+                                  * first QQ_SQ_ERROR_SAMPLES samples; 0 without calibration) */
   double awq_alpha[QQ_CIN_COUNT];/* AWQ: chosen α per scaled input (NaN where not scaled) */
   double t_stats, t_quant, t_forward; /* seconds */
 } qq_layer_report;

@@ -332,17 +332,20 @@ static qq_status cpu_attention(qq_backend *be, const qq_attn_params *p, const qq
         memcpy(vc + dst, v + src, (size_t)hd * sizeof(float));
       }
   }
-  /* 2. per sequence and KV head: gather K/V contiguous, S = Q·Kᵀ·scale (sgemm), causal softmax,
-   * O = S·V (sgemm). The query heads of one GQA group are stacked as rows [group * n_new]. */
+  /* 2. per sequence and KV head: gather K/V contiguous, then per block of at most QQ_CPU_ATTN_BLOCK new
+   * tokens S = Q·Kᵀ·scale (sgemm) over the keys that block can see (causal: the block's last position),
+   * softmax, O = S·V (sgemm). The query heads of one GQA group are stacked token-major, row r = i *
+   * group + g (token i, query head h * group + g), so that a block of tokens is a block of rows. */
   size_t max_len = 0, max_new = 0;
   for (int32_t s = 0; s < n_seqs; s++) {
     max_len = QQ_MAX(max_len, (size_t)(seqs[s].n_past + seqs[s].n_new));
     max_new = QQ_MAX(max_new, (size_t)seqs[s].n_new);
   }
+  const size_t max_block = QQ_MIN(max_new, (size_t)QQ_CPU_ATTN_BLOCK);
   float *kt = malloc(max_len * hd * sizeof(float));
   float *vt = malloc(max_len * hd * sizeof(float));
   float *qs = malloc(max_new * group * hd * sizeof(float));
-  float *sc = malloc(max_new * group * max_len * sizeof(float));
+  float *sc = malloc(max_block * group * max_len * sizeof(float));
   float *os = malloc(max_new * group * hd * sizeof(float));
   if (!kt || !vt || !qs || !sc || !os) {
     free(kt); free(vt); free(qs); free(sc); free(os);
@@ -350,50 +353,53 @@ static qq_status cpu_attention(qq_backend *be, const qq_attn_params *p, const qq
   }
   for (int32_t s = 0; s < n_seqs; s++) {
     const qq_attn_seq *sq = &seqs[s];
-    const int32_t L = sq->n_past + sq->n_new, T = sq->n_new, R = T * group;
+    const int32_t L = sq->n_past + sq->n_new, T = sq->n_new;
     for (int32_t h = 0; h < nkv; h++) {
       for (int32_t pos = 0; pos < L; pos++) {
         size_t src = kv_slot(p, sq->blocks, pos, h);
         memcpy(kt + (size_t)pos * hd, kc + src, (size_t)hd * sizeof(float));
         memcpy(vt + (size_t)pos * hd, vc + src, (size_t)hd * sizeof(float));
       }
-      /* rows r = g * T + i: query head h * group + g, token i */
-      for (int32_t g = 0; g < group; g++)
-        for (int32_t i = 0; i < T; i++)
-          memcpy(qs + ((size_t)g * T + i) * hd, q + ((size_t)(sq->row + i) * nh + h * group + g) * hd,
-                 (size_t)hd * sizeof(float));
-      sgemm_nt(qs, hd, kt, hd, R, L, hd, 0.0f, sc);
-      for (int32_t r = 0; r < R; r++) {
-        const int32_t i = r % T, last = sq->n_past + i; /* attends to positions 0..last */
-        float *row = sc + (size_t)r * L;
-        float mx = -INFINITY;
-        for (int32_t j = 0; j <= last; j++) {
-          row[j] *= p->scale;
-          mx = row[j] > mx ? row[j] : mx; /* fmaxf without the call: NaN skipped alike */
+      /* query heads h * group .. h * group + group - 1 of token i are adjacent in q: one copy per token */
+      for (int32_t i = 0; i < T; i++)
+        memcpy(qs + (size_t)i * group * hd, q + ((size_t)(sq->row + i) * nh + h * group) * hd,
+               (size_t)group * hd * sizeof(float));
+      for (int32_t i0 = 0; i0 < T; i0 += QQ_CPU_ATTN_BLOCK) {
+        const int32_t nb = QQ_MIN(QQ_CPU_ATTN_BLOCK, T - i0), R = nb * group;
+        const int32_t Lb = sq->n_past + i0 + nb; /* keys the block's last token attends to */
+        sgemm_nt(qs + (size_t)i0 * group * hd, hd, kt, hd, R, Lb, hd, 0.0f, sc);
+        for (int32_t r = 0; r < R; r++) {
+          const int32_t last = sq->n_past + i0 + r / group; /* attends to positions 0..last */
+          float *row = sc + (size_t)r * Lb;
+          float mx = -INFINITY;
+          for (int32_t j = 0; j <= last; j++) {
+            row[j] *= p->scale;
+            mx = row[j] > mx ? row[j] : mx; /* fmaxf without the call: NaN skipped alike */
+          }
+          double sum = 0;
+          for (int32_t j = 0; j <= last; j++) {
+            row[j] = expf(row[j] - mx);
+            sum += row[j];
+          }
+          const float inv = (float)(1.0 / sum);
+          for (int32_t j = 0; j <= last; j++) row[j] *= inv;
+          for (int32_t j = last + 1; j < Lb; j++) row[j] = 0.0f;
         }
-        double sum = 0;
-        for (int32_t j = 0; j <= last; j++) {
-          row[j] = expf(row[j] - mx);
-          sum += row[j];
-        }
-        const float inv = (float)(1.0 / sum);
-        for (int32_t j = 0; j <= last; j++) row[j] *= inv;
-        for (int32_t j = last + 1; j < L; j++) row[j] = 0.0f;
-      }
+        float *ob = os + (size_t)i0 * group * hd;
 #ifdef QQ_HAVE_OPENBLAS
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, hd, L, 1.0f, sc, L, vt, hd, 0.0f, os, hd);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, hd, Lb, 1.0f, sc, Lb, vt, hd, 0.0f, ob, hd);
 #else
-      for (int32_t r = 0; r < R; r++)
-        for (int32_t d = 0; d < hd; d++) {
-          float acc = 0;
-          for (int32_t j = 0; j < L; j++) acc += sc[(size_t)r * L + j] * vt[(size_t)j * hd + d];
-          os[(size_t)r * hd + d] = acc;
-        }
+        for (int32_t r = 0; r < R; r++)
+          for (int32_t d = 0; d < hd; d++) {
+            float acc = 0;
+            for (int32_t j = 0; j < Lb; j++) acc += sc[(size_t)r * Lb + j] * vt[(size_t)j * hd + d];
+            ob[(size_t)r * hd + d] = acc;
+          }
 #endif
-      for (int32_t g = 0; g < group; g++)
-        for (int32_t i = 0; i < T; i++)
-          memcpy(out + ((size_t)(sq->row + i) * nh + h * group + g) * hd, os + ((size_t)g * T + i) * hd,
-                 (size_t)hd * sizeof(float));
+      }
+      for (int32_t i = 0; i < T; i++)
+        memcpy(out + ((size_t)(sq->row + i) * nh + h * group) * hd, os + (size_t)i * group * hd,
+               (size_t)group * hd * sizeof(float));
     }
   }
   free(kt); free(vt); free(qs); free(sc); free(os);

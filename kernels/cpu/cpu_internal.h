@@ -15,6 +15,9 @@
  *    chunks of 1024 columns computes the int32 dot products exactly; chunk results are summed in
  *    doubles (exact for integers below 2^53). This is the integer arithmetic int8 tensor cores do. */
 #define QQ_CPU_W8A8_CHUNK 1024
+/* Prefill attention runs over blocks of this many new tokens, each against only the keys its last
+ * token can see: a causal prompt of T tokens costs about (T/B + 1) / (2 T/B) of the full T x T work. */
+#define QQ_CPU_ATTN_BLOCK 128
 
 typedef struct qq_cpu_linear {
   float *wf;       /* [n][k] */

@@ -215,6 +215,30 @@ static void test_attention_paged(void **s) {
   qq_backend_free(be);
 }
 
+/* Prefill longer than QQ_CPU_ATTN_BLOCK (128) tokens after a cached prefix: the blocked causal path
+ * (each block of new tokens against the keys its last token sees) against the naive one. */
+static void test_attention_long_prefill(void **s) {
+  (void)s;
+  qq_backend *be = cpu();
+  qq_error err = {0};
+  const int nh = 4, nkv = 2, hd = 8, bt = 16, P = 40, T = 300, L = P + T, nblocks = (L + bt - 1) / bt;
+  qq_attn_params p = {.n_heads = nh, .n_kv_heads = nkv, .head_dim = hd, .block_tokens = bt, .scale = 1.0f / sqrtf(hd)};
+  float *kc = calloc((size_t)nblocks * bt * nkv * hd, 4), *vc = calloc((size_t)nblocks * bt * nkv * hd, 4);
+  int32_t *blocks = malloc(sizeof(int32_t) * (size_t)nblocks);
+  for (int b = 0; b < nblocks; b++) blocks[b] = nblocks - 1 - b; /* reversed: paged, not contiguous */
+  float *q = rand_vec((size_t)L * nh * hd), *k = rand_vec((size_t)L * nkv * hd), *v = rand_vec((size_t)L * nkv * hd);
+  float *out = malloc((size_t)L * nh * hd * 4), *ref = malloc((size_t)T * nh * hd * 4);
+  qq_attn_seq first = {.row = 0, .n_new = P, .n_past = 0, .blocks = blocks};
+  QQ_ASSERT_OK(qq_op_attention(be, &p, &first, 1, q, k, v, kc, vc, out, &err), &err);
+  qq_attn_seq rest = {.row = 0, .n_new = T, .n_past = P, .blocks = blocks};
+  QQ_ASSERT_OK(qq_op_attention(be, &p, &rest, 1, q + (size_t)P * nh * hd, k + (size_t)P * nkv * hd,
+                               v + (size_t)P * nkv * hd, kc, vc, out, &err), &err);
+  naive_attention(q + (size_t)P * nh * hd, k, v, L, T, P, nh, nkv, hd, ref);
+  assert_true(qq_test_rel_err(out, ref, (size_t)T * nh * hd) < 1e-5);
+  free(kc); free(vc); free(blocks); free(q); free(k); free(v); free(out); free(ref);
+  qq_backend_free(be);
+}
+
 /* RoPE: position 0 is the identity, norms are preserved, and the dot product of two rotated vectors
  * depends only on the position difference. */
 static void test_rope(void **s) {
@@ -398,7 +422,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_matmul_dense),      cmocka_unit_test(test_matmul_qint),
       cmocka_unit_test(test_matmul_w8a8_exact), cmocka_unit_test(test_linear_rejects_bad_input),
-      cmocka_unit_test(test_attention_paged),   cmocka_unit_test(test_rope),
+      cmocka_unit_test(test_attention_paged),   cmocka_unit_test(test_attention_long_prefill),   cmocka_unit_test(test_rope),
       cmocka_unit_test(test_logits_reduce),     cmocka_unit_test(test_logits_topk),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

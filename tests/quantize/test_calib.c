@@ -70,7 +70,7 @@ static void check_staged_equals_one_pass(size_t max_store) {
   qq_calib_staged *p = NULL;
   QQ_ASSERT_OK(qq_calib_staged_begin(m, LAYER, a, max_store, &p, &err), &err);
   for (int g = 0; g < QQ_CIN_COUNT; g++) {
-    QQ_ASSERT_OK(qq_calib_staged_stats(p, (qq_calib_input)g, true, got, &err), &err);
+    QQ_ASSERT_OK(qq_calib_staged_stats(p, (qq_calib_input)g, -1, got, &err), &err);
     for (int o = 0; o < QQ_CIN_COUNT; o++)
       if (o != g) assert_null(got[o].abs_max); /* only the asked input */
     assert_stats_equal(&got[g], &ref[g]);
@@ -110,7 +110,7 @@ static void test_staged_sees_new_weights(void **s) {
   qq_calib_staged *p = NULL;
   qq_calib_stats st[QQ_CIN_COUNT];
   QQ_ASSERT_OK(qq_calib_staged_begin(m, LAYER, a, 0, &p, &err), &err);
-  QQ_ASSERT_OK(qq_calib_staged_stats(p, QQ_CIN_QKV, false, st, &err), &err);
+  QQ_ASSERT_OK(qq_calib_staged_stats(p, QQ_CIN_QKV, 0, st, &err), &err);
   assert_null(st[QQ_CIN_QKV].h);
   qq_calib_stats_free(st);
   const qq_config *c = qq_model_config(m);
@@ -119,7 +119,7 @@ static void test_staged_sees_new_weights(void **s) {
   qq_linear_desc d = {.format = QQ_WFMT_F32, .n = n, .k = k, .w = w, .bias = bias};
   QQ_ASSERT_OK(qq_model_set_linear(m, LAYER, QQ_LIN_V, &d, &err), &err);
   QQ_ASSERT_OK(qq_calib_staged_advance(p, QQ_CIN_QKV, &err), &err);
-  QQ_ASSERT_OK(qq_calib_staged_stats(p, QQ_CIN_O, false, st, &err), &err);
+  QQ_ASSERT_OK(qq_calib_staged_stats(p, QQ_CIN_O, 0, st, &err), &err);
   float mx = 0;
   for (int32_t j = 0; j < st[QQ_CIN_O].k; j++) mx = fmaxf(mx, st[QQ_CIN_O].abs_max[j]);
   assert_true(mx == 0.0f);
@@ -128,6 +128,38 @@ static void test_staged_sees_new_weights(void **s) {
   qq_calib_staged_end(p);
   free(w);
   free(bias);
+  qq_calib_acts_free(a);
+  qq_model_free(m);
+}
+
+/* h_samples = 1: XᵀX of the first sample only (equal to the one-pass H over a one-sample set), the
+ * maxima and means still over every sample. */
+static void test_staged_h_of_first_samples(void **s) {
+  (void)s;
+  qq_error err = {0};
+  qq_model *m = load();
+  qq_calib_acts *a = acts_at(m), *one = NULL;
+  qq_calib_data d1 = data;
+  d1.n_samples = 1;
+  QQ_ASSERT_OK(qq_calib_acts_create(m, &d1, &one, &err), &err);
+  for (int32_t l = 0; l < LAYER; l++) QQ_ASSERT_OK(qq_calib_layer_advance(m, l, one, &err), &err);
+  qq_calib_stats ref[QQ_CIN_COUNT], all[QQ_CIN_COUNT], got[QQ_CIN_COUNT];
+  QQ_ASSERT_OK(qq_calib_layer_stats(m, LAYER, one, 1u << QQ_CIN_QKV, true, ref, &err), &err);
+  QQ_ASSERT_OK(qq_calib_layer_stats(m, LAYER, a, 1u << QQ_CIN_QKV, true, all, &err), &err);
+  qq_calib_staged *p = NULL;
+  QQ_ASSERT_OK(qq_calib_staged_begin(m, LAYER, a, 0, &p, &err), &err);
+  QQ_ASSERT_OK(qq_calib_staged_stats(p, QQ_CIN_QKV, 1, got, &err), &err);
+  const int32_t k = got[QQ_CIN_QKV].k;
+  assert_int_equal(got[QQ_CIN_QKV].h_tokens, SEQLEN);
+  assert_int_equal(got[QQ_CIN_QKV].tokens, SAMPLES * SEQLEN);
+  assert_memory_equal(got[QQ_CIN_QKV].h, ref[QQ_CIN_QKV].h, sizeof(double) * (size_t)k * k);
+  assert_memory_equal(got[QQ_CIN_QKV].abs_max, all[QQ_CIN_QKV].abs_max, sizeof(float) * (size_t)k);
+  assert_int_equal(all[QQ_CIN_QKV].h_tokens, SAMPLES * SEQLEN);
+  qq_calib_stats_free(got);
+  qq_calib_stats_free(ref);
+  qq_calib_stats_free(all);
+  qq_calib_staged_end(p);
+  qq_calib_acts_free(one);
   qq_calib_acts_free(a);
   qq_model_free(m);
 }
@@ -142,12 +174,12 @@ static void test_staged_order_enforced(void **s) {
   assert_int_equal(qq_calib_staged_begin(m, 99, a, 0, &p, &err), QQ_ERR_INVALID_ARG);
   assert_non_null(strstr(err.msg, "layer 99"));
   QQ_ASSERT_OK(qq_calib_staged_begin(m, LAYER, a, 0, &p, &err), &err);
-  assert_int_equal(qq_calib_staged_stats(p, QQ_CIN_O, false, st, &err), QQ_ERR_INVALID_ARG);
+  assert_int_equal(qq_calib_staged_stats(p, QQ_CIN_O, 0, st, &err), QQ_ERR_INVALID_ARG);
   assert_non_null(strstr(err.msg, "0 group(s) advanced"));
   assert_int_equal(qq_calib_staged_advance(p, QQ_CIN_GATEUP, &err), QQ_ERR_INVALID_ARG);
   QQ_ASSERT_OK(qq_calib_staged_advance(p, QQ_CIN_QKV, &err), &err);
   assert_int_equal(qq_calib_staged_advance(p, QQ_CIN_QKV, &err), QQ_ERR_INVALID_ARG); /* twice */
-  assert_int_equal(qq_calib_staged_stats(p, (qq_calib_input)7, false, st, &err), QQ_ERR_INVALID_ARG);
+  assert_int_equal(qq_calib_staged_stats(p, (qq_calib_input)7, 0, st, &err), QQ_ERR_INVALID_ARG);
   qq_calib_staged_end(p);
   qq_calib_acts_free(a);
   qq_model_free(m);
@@ -158,6 +190,7 @@ int main(void) {
       cmocka_unit_test(test_staged_keeps_down_inputs),
       cmocka_unit_test(test_staged_recomputes_down_inputs),
       cmocka_unit_test(test_staged_sees_new_weights),
+      cmocka_unit_test(test_staged_h_of_first_samples),
       cmocka_unit_test(test_staged_order_enforced),
   };
   return cmocka_run_group_tests(tests, setup, NULL);

@@ -289,7 +289,10 @@ static int run(int argc, char **argv) {
 
   /* Summary table and report. */
   const int32_t L = qq_quantized_layers(q);
-  printf("\nlayer  rel. output error ‖XWᵀ−XŴᵀ‖/‖XWᵀ‖ (calibration inputs)                    seconds\n");
+  const int64_t err_tokens = L > 0 ? qq_quantized_layer_report(q, 0)->err_tokens : 0;
+  char on[64] = "";
+  if (err_tokens > 0) snprintf(on, sizeof on, " on %lld calibration tokens", (long long)err_tokens);
+  printf("\nlayer  rel. output error ‖XWᵀ−XŴᵀ‖/‖XWᵀ‖%-36s seconds\n", on);
   printf("       %-7s %-7s %-7s %-7s %-7s %-7s %-7s   %-6s %-6s %-6s\n", "q", "k", "v", "o", "gate", "up", "down",
          "stats", "quant", "fwd");
   cJSON *rep = cJSON_CreateObject();
@@ -335,6 +338,7 @@ static int run(int argc, char **argv) {
       const char *gn[QQ_CIN_COUNT] = {"qkv", "o", "gate_up", "down"};
       for (int g = 0; g < QQ_CIN_COUNT; g++) cJSON_AddItemToObject(ja, gn[g], num_or_null(r->awq_alpha[g]));
     }
+    cJSON_AddNumberToObject(jl, "err_tokens", (double)r->err_tokens);
     cJSON_AddNumberToObject(jl, "t_stats", r->t_stats);
     cJSON_AddNumberToObject(jl, "t_quant", r->t_quant);
     cJSON_AddNumberToObject(jl, "t_forward", r->t_forward);
