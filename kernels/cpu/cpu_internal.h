@@ -18,6 +18,9 @@
 /* Prefill attention runs over blocks of this many new tokens, each against only the keys its last
  * token can see: a causal prompt of T tokens costs about (T/B + 1) / (2 T/B) of the full T x T work. */
 #define QQ_CPU_ATTN_BLOCK 128
+/* v[j] = e^(v[j] − mx) for j < n (vectorized; within 2 ulp of expf for v[j] − mx in [−87, 0], e^−87 below);
+ * returns the sum of the results in double. The softmax's exponentials. */
+double qq_cpu_exp_shift_sum(float *restrict v, int32_t n, float mx);
 
 typedef struct qq_cpu_linear {
   float *wf;       /* [n][k] */

@@ -215,6 +215,45 @@ static void test_attention_paged(void **s) {
   qq_backend_free(be);
 }
 
+/* The softmax's vectorized exponential against expf: within 2 ulp over [-87, 0] (a sweep of 2^20
+ * points plus the ends and the shift by a non-zero max), e^-87 below, sum equal to the double sum. */
+static int32_t ulp_diff(float a, float b) {
+  int32_t ia, ib;
+  memcpy(&ia, &a, 4);
+  memcpy(&ib, &b, 4);
+  return ia > ib ? ia - ib : ib - ia;
+}
+
+static void test_exp_shift_sum(void **s) {
+  (void)s;
+  const int32_t n = 1 << 20;
+  float *v = malloc(sizeof(float) * (size_t)(n + 3));
+  for (int32_t i = 0; i < n; i++) v[i] = 3.5f - 87.0f * (float)i / (float)(n - 1); /* minus 3.5 = [-87, 0] */
+  v[n] = 3.5f;
+  v[n + 1] = -200.0f;
+  v[n + 2] = 3.5f - 1e-30f;
+  float *e = malloc(sizeof(float) * (size_t)(n + 3));
+  memcpy(e, v, sizeof(float) * (size_t)(n + 3));
+  const double sum = qq_cpu_exp_shift_sum(e, n + 3, 3.5f);
+  int32_t worst = 0;
+  double ref_sum = 0;
+  for (int32_t i = 0; i < n + 3; i++) {
+    const float x = v[i] - 3.5f;
+    if (i == n + 1) {
+      assert_true(e[i] == expf(-87.0f)); /* clamped */
+    } else {
+      const int32_t d = ulp_diff(e[i], expf(x));
+      if (d > worst) worst = d;
+    }
+    ref_sum += e[i];
+  }
+  assert_true(worst <= 2);
+  assert_true(e[n] == 1.0f && e[n + 2] == 1.0f);
+  assert_true(sum == ref_sum);
+  free(v);
+  free(e);
+}
+
 /* Prefill longer than QQ_CPU_ATTN_BLOCK (128) tokens after a cached prefix: the blocked causal path
  * (each block of new tokens against the keys its last token sees) against the naive one. */
 static void test_attention_long_prefill(void **s) {
@@ -422,7 +461,8 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_matmul_dense),      cmocka_unit_test(test_matmul_qint),
       cmocka_unit_test(test_matmul_w8a8_exact), cmocka_unit_test(test_linear_rejects_bad_input),
-      cmocka_unit_test(test_attention_paged),   cmocka_unit_test(test_attention_long_prefill),   cmocka_unit_test(test_rope),
+      cmocka_unit_test(test_attention_paged),   cmocka_unit_test(test_attention_long_prefill),
+      cmocka_unit_test(test_exp_shift_sum),   cmocka_unit_test(test_rope),
       cmocka_unit_test(test_logits_reduce),     cmocka_unit_test(test_logits_topk),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
