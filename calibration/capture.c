@@ -3,6 +3,7 @@
  * layer runs on one sample at a time in a scratch copy. */
 #include <cblas.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -223,13 +224,82 @@ done:
   return capture_end(&c, st);
 }
 
-qq_status qq_calib_layer_advance(qq_model *m, int32_t layer, qq_calib_acts *a, qq_error *err) {
-  const size_t sample = (size_t)a->seqlen * a->hidden;
-  for (int32_t i = 0; i < a->n_samples; i++) {
-    qq_status st = qq_model_layer_forward(m, layer, a->x + i * sample, a->seqlen, NULL, NULL, err);
-    if (st) return st;
+/* ---- advancing samples on several threads ------------------------------------------------------ */
+
+/* Runs fn on every sample i of n. On the CPU backend with T = OpenBLAS's thread count > 1, T threads
+ * each take samples t, t + T, ... through their own model view (model.h: the same weights, private
+ * scratch), with OpenBLAS single-threaded meanwhile: the element-wise work (attention, norms, SiLU,
+ * int8 rounding) then runs in parallel too, where per-op BLAS threading left it serial. Every sample is
+ * computed by the same operations as on one thread, into its own slice of the activations. tmp: a
+ * private buffer of tmp_floats per thread. */
+typedef qq_status (*sample_fn)(void *ctx, qq_model *m, int32_t i, float *tmp, qq_error *err);
+
+typedef struct sample_job {
+  sample_fn fn;
+  void *ctx;
+  qq_model *m;
+  int32_t n, t, step;
+  float *tmp;
+  qq_status st;
+  qq_error err;
+} sample_job;
+
+static void *sample_job_run(void *arg) {
+  sample_job *j = arg;
+  for (int32_t i = j->t; i < j->n && !j->st; i += j->step) j->st = j->fn(j->ctx, j->m, i, j->tmp, &j->err);
+  return NULL;
+}
+
+static qq_status for_each_sample(qq_model *m, int32_t n, size_t tmp_floats, sample_fn fn, void *ctx, qq_error *err) {
+  const int threads = qq_backend_kind(qq_model_backend(m)) == QQ_DEVICE_CPU ? openblas_get_num_threads() : 1;
+  const int32_t T = QQ_MAX(1, QQ_MIN(QQ_MIN(threads, n), 64));
+  sample_job jobs[64];
+  pthread_t tid[64];
+  bool started[64] = {false};
+  qq_status st = QQ_OK;
+  memset(jobs, 0, sizeof(sample_job) * (size_t)T);
+  for (int32_t t = 0; t < T && !st; t++) {
+    jobs[t] = (sample_job){.fn = fn, .ctx = ctx, .m = m, .n = n, .t = t, .step = T};
+    if (tmp_floats && !(jobs[t].tmp = malloc(sizeof(float) * tmp_floats)))
+      st = qq_error_set(err, QQ_ERR_NOMEM, "calibration: out of memory");
+    if (!st && t > 0) st = qq_model_view_create(m, &jobs[t].m, err);
   }
-  return QQ_OK;
+  if (!st) {
+    if (T > 1) openblas_set_num_threads(1);
+    for (int32_t t = 1; t < T; t++) started[t] = pthread_create(&tid[t], NULL, sample_job_run, &jobs[t]) == 0;
+    /* A thread that could not start leaves its samples to the calling thread. */
+    for (int32_t t = 1; t < T; t++)
+      if (!started[t]) {
+        jobs[t].m = m;
+        sample_job_run(&jobs[t]);
+      }
+    sample_job_run(&jobs[0]);
+    for (int32_t t = 1; t < T; t++)
+      if (started[t]) pthread_join(tid[t], NULL);
+    if (T > 1) openblas_set_num_threads(threads);
+    for (int32_t t = 0; t < T && !st; t++)
+      if (jobs[t].st) {
+        st = jobs[t].st;
+        *err = jobs[t].err;
+      }
+  }
+  for (int32_t t = 0; t < T; t++) {
+    free(jobs[t].tmp);
+    if (t > 0 && jobs[t].m != m) qq_model_view_free(jobs[t].m);
+  }
+  return st;
+}
+
+static qq_status advance_whole(void *ctx, qq_model *m, int32_t i, float *tmp, qq_error *err) {
+  (void)tmp;
+  const struct { qq_calib_acts *a; int32_t layer; } *c = ctx;
+  const size_t sample = (size_t)c->a->seqlen * c->a->hidden;
+  return qq_model_layer_forward(m, c->layer, c->a->x + i * sample, c->a->seqlen, NULL, NULL, err);
+}
+
+qq_status qq_calib_layer_advance(qq_model *m, int32_t layer, qq_calib_acts *a, qq_error *err) {
+  struct { qq_calib_acts *a; int32_t layer; } c = {a, layer};
+  return for_each_sample(m, a->n_samples, 0, advance_whole, &c, err);
 }
 
 size_t qq_calib_peak_rss(void) {
@@ -250,6 +320,11 @@ struct qq_calib_staged {
   float *attn;        /* [samples][seqlen][q_dim], from QKV's advance until O's */
   float *act;         /* [samples][seqlen][inter] when stored, from GATEUP's advance */
   float *tmp;         /* [seqlen][max(hidden, inter)] */
+};
+
+struct staged_adv {
+  qq_calib_staged *p;
+  qq_calib_input g;
 };
 
 qq_status qq_calib_staged_begin(qq_model *m, int32_t layer, qq_calib_acts *a, size_t max_store_bytes,
@@ -345,38 +420,38 @@ qq_status qq_calib_staged_stats(qq_calib_staged *p, qq_calib_input g, int32_t h_
   return capture_end(&c, st);
 }
 
+static qq_status staged_advance_one(void *ctx, qq_model *m, int32_t i, float *tmp, qq_error *err) {
+  const qq_calib_staged *p = ((const struct staged_adv *)ctx)->p;
+  const qq_calib_input g = ((const struct staged_adv *)ctx)->g;
+  const int32_t T = p->a->seqlen;
+  float *xi = p->a->x + (size_t)i * T * p->a->hidden;
+  switch (g) {
+    case QQ_CIN_QKV: return qq_model_layer_part(m, p->layer, QQ_PART_ATTN, xi, p->attn + (size_t)i * T * p->q_dim, T, err);
+    case QQ_CIN_O: return qq_model_layer_part(m, p->layer, QQ_PART_O, xi, p->attn + (size_t)i * T * p->q_dim, T, err);
+    case QQ_CIN_GATEUP:
+      return p->act ? qq_model_layer_part(m, p->layer, QQ_PART_MLP_ACT, xi, p->act + (size_t)i * T * p->inter, T, err)
+                    : QQ_OK;
+    default: {
+      float *act = p->act ? p->act + (size_t)i * T * p->inter : tmp;
+      qq_status st = p->act ? QQ_OK : qq_model_layer_part(m, p->layer, QQ_PART_MLP_ACT, xi, act, T, err);
+      return st ? st : qq_model_layer_part(m, p->layer, QQ_PART_DOWN, xi, act, T, err);
+    }
+  }
+}
+
 qq_status qq_calib_staged_advance(qq_calib_staged *p, qq_calib_input g, qq_error *err) {
   qq_status st = staged_order(p, g, "advance", err);
   if (st) return st;
   const qq_calib_acts *a = p->a;
-  const int32_t T = a->seqlen, hid = a->hidden;
-  const size_t tokens = (size_t)a->n_samples * T;
+  const size_t tokens = (size_t)a->n_samples * a->seqlen;
   if (g == QQ_CIN_QKV && !(p->attn = malloc(sizeof(float) * tokens * p->q_dim)))
     return qq_error_set(err, QQ_ERR_NOMEM, "calibration: out of memory for %zu attention outputs", tokens);
   if (g == QQ_CIN_GATEUP && sizeof(float) * tokens * p->inter <= p->max_store &&
       !(p->act = malloc(sizeof(float) * tokens * p->inter)))
     return qq_error_set(err, QQ_ERR_NOMEM, "calibration: out of memory for %zu MLP activations", tokens);
-  for (int32_t i = 0; i < a->n_samples && !st; i++) {
-    float *xi = a->x + (size_t)i * T * hid;
-    switch (g) {
-      case QQ_CIN_QKV:
-        st = qq_model_layer_part(p->m, p->layer, QQ_PART_ATTN, xi, p->attn + (size_t)i * T * p->q_dim, T, err);
-        break;
-      case QQ_CIN_O:
-        st = qq_model_layer_part(p->m, p->layer, QQ_PART_O, xi, p->attn + (size_t)i * T * p->q_dim, T, err);
-        break;
-      case QQ_CIN_GATEUP:
-        if (p->act) st = qq_model_layer_part(p->m, p->layer, QQ_PART_MLP_ACT, xi, p->act + (size_t)i * T * p->inter, T, err);
-        break;
-      default: {
-        float *act = p->act ? p->act + (size_t)i * T * p->inter : p->tmp;
-        if (!p->act) st = qq_model_layer_part(p->m, p->layer, QQ_PART_MLP_ACT, xi, act, T, err);
-        if (!st) st = qq_model_layer_part(p->m, p->layer, QQ_PART_DOWN, xi, act, T, err);
-        break;
-      }
-    }
-  }
-  if (st) return st;
+  struct staged_adv c = {p, g};
+  const size_t tmp = g == QQ_CIN_DOWN && !p->act ? (size_t)a->seqlen * p->inter : 0;
+  if ((st = for_each_sample(p->m, a->n_samples, tmp, staged_advance_one, &c, err))) return st;
   if (g == QQ_CIN_O) {
     free(p->attn);
     p->attn = NULL;

@@ -215,7 +215,7 @@ fail:
   return st;
 }
 
-static void scratch_free(qq_model *m) {
+void qq_model_scratch_free(qq_model *m) {
   qq_scratch *s = &m->sc;
   void **bufs[] = {&s->x, &s->xn, &s->q, &s->k, &s->v, &s->attn, &s->o, &s->gate, &s->up, &s->rows, &s->rows_n, &s->logits};
   for (size_t i = 0; i < QQ_ARRAY_LEN(bufs); i++) {
@@ -228,7 +228,7 @@ static void scratch_free(qq_model *m) {
 void qq_model_free(qq_model *m) {
   if (!m) return;
   if (m->be) {
-    scratch_free(m);
+    qq_model_scratch_free(m);
     qq_linear_free(m->embed);
     qq_linear_free(m->head);
     qq_backend_release(m->be, m->final_norm);
@@ -267,7 +267,7 @@ qq_status qq_model_scratch_reserve(qq_model *m, int32_t n_tokens, int32_t n_rows
   /* Captured steps use the old buffers. */
   qq_backend_graphs_clear(m->be);
   m->scratch_gen++;
-  scratch_free(m);
+  qq_model_scratch_free(m);
   const qq_config *c = &m->cfg;
   const size_t h = (size_t)c->hidden_size;
   struct { void **p; size_t n; } plan[] = {
@@ -287,7 +287,7 @@ qq_status qq_model_scratch_reserve(qq_model *m, int32_t n_tokens, int32_t n_rows
   for (size_t i = 0; i < QQ_ARRAY_LEN(plan); i++) {
     qq_status st = qq_backend_alloc(m->be, plan[i].n ? plan[i].n : 1, plan[i].p, err);
     if (st != QQ_OK) {
-      scratch_free(m);
+      qq_model_scratch_free(m);
       return st;
     }
   }

@@ -148,3 +148,22 @@ qq_status qq_model_get_norm(qq_model *m, int32_t layer, qq_norm_id id, float *w,
   memcpy(w, host_norm(m, layer, id, &dev), (size_t)m->cfg.hidden_size * sizeof(float));
   return QQ_OK;
 }
+
+qq_status qq_model_view_create(qq_model *m, qq_model **out, qq_error *err) {
+  *out = NULL;
+  if (qq_backend_kind(m->be) != QQ_DEVICE_CPU)
+    return qq_error_set(err, QQ_ERR_UNSUPPORTED, "model views need the CPU backend");
+  qq_model *v = malloc(sizeof *v);
+  if (!v) return qq_error_set(err, QQ_ERR_NOMEM, "out of memory");
+  *v = *m; /* shares weights, config, backend; nothing of it is freed through the view */
+  memset(&v->sc, 0, sizeof v->sc);
+  v->scratch_gen = 0;
+  *out = v;
+  return QQ_OK;
+}
+
+void qq_model_view_free(qq_model *view) {
+  if (!view) return;
+  qq_model_scratch_free(view);
+  free(view);
+}

@@ -415,6 +415,12 @@ qq_status qq_model_layer_forward(qq_model *m, int32_t layer, float *x, int32_t n
  * qq_layer_part for what it reads and writes). */
 qq_status qq_model_layer_part(qq_model *m, int32_t layer, qq_layer_part part, float *x, float *buf, int32_t n,
                               qq_error *err);
+/* A second handle on m's weights with its own scratch buffers, so that another thread can run
+ * qq_model_layer_part / qq_model_layer_forward on other samples at the same time (CPU backend only:
+ * its ops keep no state between calls). The view must not change weights or norms, and must be freed
+ * before m. */
+qq_status qq_model_view_create(qq_model *m, qq_model **out, qq_error *err);
+void qq_model_view_free(qq_model *view);
 /* Final norm + head on the rows of x [n][hidden]: out [n][output_dim]. */
 qq_status qq_model_head_forward(qq_model *m, const float *x, int32_t n, float *out, qq_error *err);
 /* Replaces a layer's linear weight (and bias) with a new one (fp32 or quantized, see kernels.h). */

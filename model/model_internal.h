@@ -62,6 +62,7 @@ struct qq_kv_cache {
   int64_t id;            /* distinguishes caches in graph keys */
 };
 
+void qq_model_scratch_free(qq_model *m);
 /* Ensures scratch room for n tokens and r output rows. */
 qq_status qq_model_scratch_reserve(qq_model *m, int32_t n_tokens, int32_t n_rows, qq_error *err);
 /* One decoder layer over the rows in m->sc.x (n tokens of the sequences in seqs), using the given

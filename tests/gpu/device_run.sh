@@ -161,6 +161,7 @@ if has quantspeed; then
   cal="--calib $FX/corpora/calib-mix.jsonl --calib-samples 128 --calib-seqlen 512 --threads 2"
   runs="gptq:qquant:1 gptq:qquant:2 gptq:qquant:3 smoothquant:qquant:1 smoothquant:qquant:2 smoothquant:qquant:3"
   [ -x "$B/qquant-old" ] && runs="$runs gptq:qquant-old:1 smoothquant:qquant-old:1"
+  runs=${QQ_QS_RUNS:-$runs} # METHOD:PROGRAM:RUN ..., at most 8 (one core pair each)
   lscpu | grep -E "^Model name|^CPU\(s\)" | tr -s ' ' | tee -a "$sum"
   core=0
   for r in $runs; do
