@@ -20,7 +20,7 @@
 #define QQ_CPU_ATTN_BLOCK 128
 /* v[j] = e^(v[j] − mx) for j < n (vectorized; within 2 ulp of expf for v[j] − mx in [−87, 0], e^−87 below);
  * returns the sum of the results in double. The softmax's exponentials. */
-double qq_cpu_exp_shift_sum(float *restrict v, int32_t n, float mx);
+double qq_cpu_exp_shift_sum(float *v, int32_t n, float mx);
 
 typedef struct qq_cpu_linear {
   float *wf;       /* [n][k] */
