@@ -7,7 +7,8 @@
 # programs in the bundle), suite (gpu_suite.py), bench (bench_kernels_cuda + the peers in the same
 # call), ncu / ncusrc / densecmp / wqtune / wq (kernel measurements), quantspeed (the quantizer's
 # end-to-end time on the host CPUs, 2 threads per run, each run pinned to its own pair of cores; GPTQ
-# and SmoothQuant three times each, side by side with build-gpu/bin/qquant-old when the bundle has it).
+# and SmoothQuant three times each, side by side with build-gpu/bin/qquant-old when the bundle has it),
+# quality (rows of the quantization quality table on the host CPUs).
 # Every stage has its own timeout and the whole run stops starting stages when less than a stage's
 # timeout is left of BUDGET_S (default 560). Logs go to $OUT/log.txt, the summary to stdout and
 # $OUT/summary.txt; JSON results to $OUT.
@@ -179,6 +180,18 @@ if has quantspeed; then
     cp "$d/qquant_report.json" "$d.report.json" 2>/dev/null
     rm -rf "$d"
   done
+fi
+
+if has quality; then
+  # The quality table's configurations (bench/quant_quality.sh, 8 at once with 2 threads each) on the
+  # host CPUs; QQ_QUALITY_FILTER / QQ_QUALITY_MODELS choose rows. Needs bench/quant_quality.sh and
+  # quant_quality_table.py next to this script's bundle (copy them from the repository).
+  q=/tmp/qq-quality
+  rm -rf $q
+  step quality 560 bash bench/quant_quality.sh $B $FX $q 8 ${QQ_QUALITY_MODELS:-qwen2-tiny-lm qwen3-tiny-lm}
+  cp $q/quality.jsonl "$OUT/" 2>/dev/null
+  mkdir -p "$OUT/quality-runs" && cp $q/runs/*.txt $q/runs/*.err "$OUT/quality-runs/" 2>/dev/null
+  python3 bench/quant_quality_table.py $q/quality.jsonl >> "$sum" 2>&1
 fi
 
 if has bench; then
