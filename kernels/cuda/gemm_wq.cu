@@ -321,6 +321,14 @@ template <typename T> struct wq_zeros<T, 4> {
     r.hi = (wq_act<T>::NEG_MAGIC + (zz >> 8)) * 0x10001u;
     return r;
   }
+  /* the same bits with one PRMT per register: bytes {z, NEG_MAGIC >> 8, z, NEG_MAGIC >> 8} (NEG_MAGIC's
+   * low byte is 0, so + z is | z) */
+  QQ_WQ_HD static wq_zeros make_prmt(uint32_t zz) {
+    wq_zeros r;
+    r.lo = wq_prmt(zz, wq_act<T>::NEG_MAGIC >> 8, 0x4040u);
+    r.hi = wq_prmt(zz, wq_act<T>::NEG_MAGIC >> 8, 0x4141u);
+    return r;
+  }
 };
 template <typename T> struct wq_zeros<T, 8> {
   float lo, hi; /* 2^23 + z */
@@ -328,6 +336,12 @@ template <typename T> struct wq_zeros<T, 8> {
     wq_zeros r;
     r.lo = wq_as_float(0x4B000000u | (zz & 0xFFu));
     r.hi = wq_as_float(0x4B000000u | (zz >> 8));
+    return r;
+  }
+  QQ_WQ_HD static wq_zeros make_prmt(uint32_t zz) { /* bytes {z, 0, 0, 0x4B} */
+    wq_zeros r;
+    r.lo = wq_as_float(wq_prmt(zz, 0x4B000000u, 0x7440u));
+    r.hi = wq_as_float(wq_prmt(zz, 0x4B000000u, 0x7441u));
     return r;
   }
 };
@@ -761,10 +775,18 @@ struct wq_m1_args {
   int32_t *counters;
 };
 
-template <typename T, int SB, int R>
+/* Group changes of the m1 loop. With uniform groups, group v is chunks [v·gch, (v+1)·gch), so a change
+ * happens before chunk c iff c % gch == 0 (c > c0). GCH is gch when it is 1 or 2 (4-bit codes with
+ * groups of 64 / 128 columns, 8-bit with 32 / 64), else 0. For GCH 1, 2 the changes sit at positions
+ * of a stage known at compile time (stages are U chunks from c0, U even; GCH 2 has two phases, by
+ * the parity of c0): no test per chunk. GCH 0 tests once per stage whether a change falls inside it
+ * (not at all for per-channel weights) and only then per chunk. (A per-chunk `if` around the change
+ * is if-converted by ptxas into ~30 predicated-off instructions issued on every chunk, SASS.) */
+template <typename T, int SB, int R, int GCH>
 __device__ __forceinline__ void wq_m1_loop(const wq_m1_args &p, const int (&nt)[R], int c0, int c1,
                                            float (&acc)[R][4], uint4 *ring) {
   constexpr int TPC = wq_tpc(SB), U = wq_cfg<1, R>::U, S = wq_cfg<1, R>::S, KCH = wq_kch(SB);
+  static_assert(U % 2 == 0 && U >= GCH, "stage patterns need an even U");
   const int lane = threadIdx.x & 31, gid = lane >> 2;
 
   /* weight ring as in wq_mainloop: [S][U][R][32] uint4, lane-private */
@@ -792,24 +814,32 @@ __device__ __forceinline__ void wq_m1_loop(const wq_m1_args &p, const int (&nt)[
     wq_cp_commit();
   };
 
-  /* group state, started before the first copies so the scale loads overlap them */
+  /* Group state, loaded before the first copies are issued so the loads overlap them. s/z_cur: the
+   * group being accumulated; s/z_nxt: the next one, prefetched; mnext: its metadata index (32-bit,
+   * host: n_tiles · (nv + 1) · 8 < 2^32; tile r's entries are mstep further). With GCH 1, 2 and c0 on
+   * a group start, chunk c0 itself "changes" group: the current group is then a dummy (scale 0,
+   * partials 0: the flush adds +0 to +0, bit for bit nothing) and the next one is c0's. */
   const int gch = p.gch;
   const int v0 = c0 / gch;
-  int gleft = gch - (c0 - v0 * gch); /* chunks of the current group still to come (≥ 1) */
-  const float2 *sp[R];               /* metadata of the NEXT group (v + 1) */
-  const uint16_t *zp[R];
+  int gleft = gch - (c0 - v0 * gch); /* GCH 0: chunks of the current group still to come (≥ 1) */
+  const bool dummy = GCH != 0 && c0 == v0 * gch;
+  uint32_t mnext = (uint32_t)wq_meta_index(nt[0], p.nv, dummy ? v0 : v0 + 1, gid);
+  const uint32_t mstep = (uint32_t)(nt[R - 1] - nt[0]) * (uint32_t)p.nv * 8u;
   float2 s_cur[R], s_nxt[R];
   wq_zeros<T, SB> z_cur[R];
   uint32_t z_nxt[R];
 #pragma unroll
   for (int r = 0; r < R; r++) {
-    const size_t mi = wq_meta_index(nt[r], p.nv, v0, gid);
-    s_cur[r] = __ldg(p.scl + mi);
-    z_cur[r] = wq_zeros<T, SB>::make(__ldg(p.zro + mi));
-    sp[r] = p.scl + mi + 8;
-    zp[r] = p.zro + mi + 8;
-    s_nxt[r] = __ldg(sp[r]); /* past the last group: the spare entries, never used */
-    z_nxt[r] = __ldg(zp[r]);
+    const uint32_t mi = mnext + (r ? mstep : 0u);
+    if (dummy) {
+      s_cur[r] = make_float2(0.f, 0.f);
+      z_cur[r] = wq_zeros<T, SB>::make_prmt(0);
+    } else {
+      s_cur[r] = __ldg(p.scl + mi - 8);
+      z_cur[r] = wq_zeros<T, SB>::make_prmt(__ldg(p.zro + mi - 8));
+    }
+    s_nxt[r] = __ldg(p.scl + mi); /* past the last group: the spare entries, never used */
+    z_nxt[r] = __ldg(p.zro + mi);
   }
 
 #pragma unroll
@@ -848,21 +878,23 @@ __device__ __forceinline__ void wq_m1_loop(const wq_m1_args &p, const int (&nt)[
   };
   auto next_group = [&]() { /* warp-uniform */
     flush();
+    mnext += 8;
 #pragma unroll
     for (int r = 0; r < R; r++) {
+      const uint32_t mi = mnext + (r ? mstep : 0u);
       s_cur[r] = s_nxt[r];
-      z_cur[r] = wq_zeros<T, SB>::make(z_nxt[r]);
-      sp[r] += 8;
-      zp[r] += 8;
-      s_nxt[r] = __ldg(sp[r]);
-      z_nxt[r] = __ldg(zp[r]);
+      z_cur[r] = wq_zeros<T, SB>::make_prmt(z_nxt[r]);
+      s_nxt[r] = __ldg(p.scl + mi);
+      z_nxt[r] = __ldg(p.zro + mi);
     }
   };
 
   uint2 bx[2][TPC];
   load_bx(c0, 0, bx[0]);
-  /* one chunk (FAST: this chunk and the next exist and have all their x columns) */
-  auto chunk = [&](const uint4 (&ck)[R], int c, uint2(&b)[TPC], uint2(&bn)[TPC], const bool FAST) {
+  /* One chunk. FAST: this chunk and the next exist and have all their x columns. CHG: 0 no group
+   * change, 1 a change before this chunk, 2 test (GCH 0). (Literals at every call site, folded after
+   * inlining: a generic lambda with integral_constant parameters crashes nvcc 13.0's cudafe++.) */
+  auto chunk = [&](const uint4 (&ck)[R], int c, uint2(&b)[TPC], uint2(&bn)[TPC], const bool FAST, const int CHG) {
     if (FAST) {
 #pragma unroll
       for (int j = 0; j < TPC; j++) bn[j] = __ldg(xp + 4 * TPC + 4 * j);
@@ -870,13 +902,16 @@ __device__ __forceinline__ void wq_m1_loop(const wq_m1_args &p, const int (&nt)[
       load_bx(c + 1, 4 * TPC, bn);
     }
     xp += 4 * TPC;
-    /* warp-uniform; the chunk starts a group. A loop (runs once), not an if: ptxas predicates a short
-     * if body into the hot path (~30 issued-but-disabled instructions per chunk, SASS), not a loop. */
-    while (gleft == 0) {
+    if (CHG == 1) {
       next_group();
-      gleft = gch;
+    } else if (CHG == 2) {
+      /* a loop (runs at most once), not an if: ptxas keeps it a branch */
+      while (gleft == 0) {
+        next_group();
+        gleft = gch;
+      }
+      gleft--;
     }
-    gleft--;
 #pragma unroll
     for (int j = 0; j < TPC; j++)
 #pragma unroll
@@ -885,6 +920,14 @@ __device__ __forceinline__ void wq_m1_loop(const wq_m1_args &p, const int (&nt)[
         wq_dequant_frag<T, SB>(ck[r], j, z_cur[r], a);
         wq_mma<T>(part[r], a, b[j]);
       }
+  };
+  /* change before chunk u of a stage? (GCH 1: every chunk; GCH 2: chunks of parity `odd` relative
+   * to c0, i.e. even absolute chunks) */
+  const bool odd = (c0 & 1) != 0;
+  auto chg_at = [&](int u) -> int {
+    if (GCH == 1) return 1;
+    if (GCH == 2) return ((u & 1) != 0) == odd ? 1 : 0;
+    return 2;
   };
 
   const int n_st = (c1 - c0 + U - 1) / U;
@@ -896,14 +939,34 @@ __device__ __forceinline__ void wq_m1_loop(const wq_m1_args &p, const int (&nt)[
         wq_cp_wait<S - 2>();
         issue((sl + S - 1) % S);
         const uint4 *rp = ring + sl * U * R * 32 + lane;
-        if (c + U < c1 && c + U < c_xfull) {
+        if (c + U < c1 && c + U < c_xfull) { /* warp-uniform: every chunk whole, the next one too */
+          /* chunk u of the stage, with or without a group change before it */
+#define QQ_WQ_M1_CHUNK(u, chg)                                                \
+  {                                                                           \
+    uint4 ck[R];                                                              \
+    QQ_WQ_UNROLL for (int r = 0; r < R; r++) ck[r] = rp[((u) * R + r) * 32];  \
+    chunk(ck, c + (u), bx[(u) & 1], bx[((u) + 1) & 1], true, (chg));          \
+  }
+          if (GCH == 2) { /* two code copies, one per phase: the change positions are literals */
+            if (odd) {
 #pragma unroll
-          for (int u = 0; u < U; u++) {
-            uint4 ck[R];
+              for (int u = 0; u < U; u++) QQ_WQ_M1_CHUNK(u, (u & 1) ? 1 : 0)
+            } else {
 #pragma unroll
-            for (int r = 0; r < R; r++) ck[r] = rp[(u * R + r) * 32];
-            chunk(ck, c + u, bx[u & 1], bx[(u + 1) & 1], true);
+              for (int u = 0; u < U; u++) QQ_WQ_M1_CHUNK(u, (u & 1) ? 0 : 1)
+            }
+          } else if (GCH == 1) {
+#pragma unroll
+            for (int u = 0; u < U; u++) QQ_WQ_M1_CHUNK(u, 1)
+          } else if (gleft > U) { /* GCH 0, no change in this stage */
+#pragma unroll
+            for (int u = 0; u < U; u++) QQ_WQ_M1_CHUNK(u, 0)
+            gleft -= U;
+          } else {
+#pragma unroll
+            for (int u = 0; u < U; u++) QQ_WQ_M1_CHUNK(u, 2)
           }
+#undef QQ_WQ_M1_CHUNK
           c += U;
         } else {
 #pragma unroll
@@ -912,7 +975,7 @@ __device__ __forceinline__ void wq_m1_loop(const wq_m1_args &p, const int (&nt)[
               uint4 ck[R];
 #pragma unroll
               for (int r = 0; r < R; r++) ck[r] = rp[(u * R + r) * 32];
-              chunk(ck, c, bx[u & 1], bx[(u + 1) & 1], false);
+              chunk(ck, c, bx[u & 1], bx[(u + 1) & 1], false, chg_at(u));
             }
             c++;
           }
@@ -924,8 +987,14 @@ __device__ __forceinline__ void wq_m1_loop(const wq_m1_args &p, const int (&nt)[
   flush();
 }
 
-template <typename T, int SB, int R>
-__global__ void __launch_bounds__(QQ_WQ_WPB * 32, wq_cfg<1, R>::MIN_BLOCKS) wq_m1_kernel(const wq_m1_args p) {
+/* Register cap of wq_m1_kernel: as wq_gemm_kernel (80 at R 1, 96 at R 2) but 96 for a group change
+ * before every chunk (GCH 1, R 1: at 80 ptxas spilled 16 bytes, reloaded in the k loop). */
+template <int R, int GCH> struct wq_m1_cfg {
+  static constexpr int MIN_BLOCKS = (R == 1 && GCH == 1) ? 5 : wq_cfg<1, R>::MIN_BLOCKS;
+};
+
+template <typename T, int SB, int R, int GCH>
+__global__ void __launch_bounds__(QQ_WQ_WPB * 32, wq_m1_cfg<R, GCH>::MIN_BLOCKS) wq_m1_kernel(const wq_m1_args p) {
   constexpr int TPB = wq_tpb(R);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int row_blk = blockIdx.x, kb = blockIdx.y;
@@ -944,7 +1013,7 @@ __global__ void __launch_bounds__(QQ_WQ_WPB * 32, wq_cfg<1, R>::MIN_BLOCKS) wq_m
 #pragma unroll
     for (int i = 0; i < 4; i++) acc[r][i] = 0.f;
   __shared__ __align__(16) uint4 ring[QQ_WQ_WPB][wq_cfg<1, R>::S * wq_cfg<1, R>::U * R * 32];
-  if (act[0]) wq_m1_loop<T, SB, R>(p, nt, c0, c1, acc, ring[warp]);
+  if (act[0]) wq_m1_loop<T, SB, R, GCH>(p, nt, c0, c1, acc, ring[warp]);
 
   T *y = (T *)p.y;
   auto store = [&](int ntile, const float (&val)[4]) {
@@ -1302,7 +1371,8 @@ static wq_plan wq_make_plan(const qq_cuda_wq *w, int32_t m, int32_t n_counters) 
   if (pl.mt == 1 && w->gch > 0 && !w->m1_off) {
     pl.skb = w->skb_m1[pl.r - 1];
     /* its k-range arithmetic is 32-bit, its k-splits are gridDim.y */
-    pl.m1 = (int64_t)w->kc * pl.skb <= INT32_MAX && pl.skb <= 65535;
+    pl.m1 = (int64_t)w->kc * pl.skb <= INT32_MAX && pl.skb <= 65535 &&
+            (int64_t)w->n_tiles * (w->nv + 1) * 8 <= (int64_t)UINT32_MAX;
     if (!pl.m1) pl.skb = w->skb1[wq_vi(pl.mt, pl.r)];
   }
   if (rows > n_counters) pl.skb = 1; /* no semaphore for every block-row: no split */
@@ -1324,12 +1394,19 @@ static const void *wq_gemm_kernel_for(qq_act_dtype act, int sb, int mt, int r) {
   if (act == QQ_ACT_BF16) return sb == 4 ? wq_gemm_fn<__nv_bfloat16, 4>(mt, r) : wq_gemm_fn<__nv_bfloat16, 8>(mt, r);
   return sb == 4 ? wq_gemm_fn<__half, 4>(mt, r) : wq_gemm_fn<__half, 8>(mt, r);
 }
-template <typename T, int SB> static const void *wq_m1_fn(int r) {
-  return r == 2 ? (const void *)wq_m1_kernel<T, SB, 2> : (const void *)wq_m1_kernel<T, SB, 1>;
+/* GCH template argument of wq_m1_kernel for gch chunks per group */
+static int wq_m1_gch(int32_t gch) { return gch == 1 || gch == 2 ? gch : 0; }
+template <typename T, int SB, int R> static const void *wq_m1_fn_g(int g) {
+  return g == 1 ? (const void *)wq_m1_kernel<T, SB, R, 1>
+         : g == 2 ? (const void *)wq_m1_kernel<T, SB, R, 2> : (const void *)wq_m1_kernel<T, SB, R, 0>;
 }
-static const void *wq_m1_kernel_for(qq_act_dtype act, int sb, int r) {
-  if (act == QQ_ACT_BF16) return sb == 4 ? wq_m1_fn<__nv_bfloat16, 4>(r) : wq_m1_fn<__nv_bfloat16, 8>(r);
-  return sb == 4 ? wq_m1_fn<__half, 4>(r) : wq_m1_fn<__half, 8>(r);
+template <typename T, int SB> static const void *wq_m1_fn(int r, int g) {
+  return r == 2 ? wq_m1_fn_g<T, SB, 2>(g) : wq_m1_fn_g<T, SB, 1>(g);
+}
+static const void *wq_m1_kernel_for(qq_act_dtype act, int sb, int r, int32_t gch) {
+  const int g = wq_m1_gch(gch);
+  if (act == QQ_ACT_BF16) return sb == 4 ? wq_m1_fn<__nv_bfloat16, 4>(r, g) : wq_m1_fn<__nv_bfloat16, 8>(r, g);
+  return sb == 4 ? wq_m1_fn<__half, 4>(r, g) : wq_m1_fn<__half, 8>(r, g);
 }
 static const void *wq_dequant_kernel_for(qq_act_dtype act, int sb) {
   if (act == QQ_ACT_BF16)
@@ -1390,7 +1467,7 @@ static qq_status wq_upload(qq_cuda_ctx *c, const qq_linear_desc *d, const wq_lay
   }
   for (int r = 1; r <= 2; r++) {
     int blocks = 0;
-    QQ_CUDA_TRY(err, cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, wq_m1_kernel_for(w->act, w->sb, r),
+    QQ_CUDA_TRY(err, cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, wq_m1_kernel_for(w->act, w->sb, r, w->gch),
                                                                    QQ_WQ_WPB * 32, 0));
     w->occ_m1[r - 1] = blocks;
   }
@@ -1557,7 +1634,7 @@ extern "C" qq_status qq_cuda_wq_matmul(qq_cuda_ctx *c, const qq_cuda_wq *w, cons
     a.slots = (float *)part;
     a.counters = c->counters;
     void *args[] = {&a};
-    QQ_CUDA_TRY(err, cudaLaunchKernel(wq_m1_kernel_for(w->act, w->sb, pl.r), dim3((unsigned)pl.row_blks, (unsigned)pl.skb),
+    QQ_CUDA_TRY(err, cudaLaunchKernel(wq_m1_kernel_for(w->act, w->sb, pl.r, w->gch), dim3((unsigned)pl.row_blks, (unsigned)pl.skb),
                                       dim3(QQ_WQ_WPB * 32), args, 0, c->stream));
     QQ_CUDA_LAUNCHED(err, "wq_m1");
     return QQ_OK;

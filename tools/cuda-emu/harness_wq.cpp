@@ -108,12 +108,15 @@ template <typename T, int SB, int MT, int R> static bool try_gemm(const void *f,
   g_last_kernel = "gemm";
   return true;
 }
-template <typename T, int SB, int R> static bool try_m1(const void *f, dim3 g, dim3 b, void **args) {
-  if (f != (const void *)wq_m1_kernel<T, SB, R>) return false;
+template <typename T, int SB, int R, int GCH> static bool try_m1g(const void *f, dim3 g, dim3 b, void **args) {
+  if (f != (const void *)wq_m1_kernel<T, SB, R, GCH>) return false;
   const wq_m1_args a = *(const wq_m1_args *)args[0];
-  emu_launch([&] { wq_m1_kernel<T, SB, R>(a); }, g, b, EMU_DYN);
-  g_last_kernel = "m1";
+  emu_launch([&] { wq_m1_kernel<T, SB, R, GCH>(a); }, g, b, EMU_DYN);
+  g_last_kernel = GCH == 0 ? "m1g0" : GCH == 1 ? "m1g1" : "m1g2";
   return true;
+}
+template <typename T, int SB, int R> static bool try_m1(const void *f, dim3 g, dim3 b, void **args) {
+  return try_m1g<T, SB, R, 0>(f, g, b, args) || try_m1g<T, SB, R, 1>(f, g, b, args) || try_m1g<T, SB, R, 2>(f, g, b, args);
 }
 template <typename T, int SB> static bool try_all(const void *f, dim3 g, dim3 b, void **a) {
   return try_gemm<T, SB, 1, 1>(f, g, b, a) || try_gemm<T, SB, 2, 1>(f, g, b, a) || try_gemm<T, SB, 4, 1>(f, g, b, a) ||
@@ -133,7 +136,7 @@ struct Case {
   int n, k, bits, gs; /* gs ≥ k: per-channel */
   bool sym, act_order, bias;
   int m, sm_count, occ;
-  bool force_r2;
+  int skb; /* > 0: forced split-K for m ≤ 8 (both kernels), else the wave model's */
 };
 
 static uint16_t enc(qq_act_dtype a, float x) { return a == QQ_ACT_BF16 ? qq_f32_to_bf16(x) : qq_f32_to_f16(x); }
@@ -209,6 +212,8 @@ static Result run_case(const Case &cs, std::mt19937_64 &R) {
     xf[i] = dec(cs.act, x[i]);
   }
   emu::reg(x, xe * 2);
+  if (cs.skb > 0)
+    for (int r = 0; r < 2; r++) W->skb_m1[r] = W->skb1[wq_vi(1, r + 1)] = cs.skb;
   const size_t ws = qq_cuda_wq_ws_bytes(W, m);
   void *wsp = NULL;
   emu_cudaMalloc(&wsp, ws ? ws : 16);
@@ -263,27 +268,38 @@ int main(int argc, char **argv) {
   /* formats at m = 1: bits × group (32, 64, 128, per-channel) × zero points; ragged n and k */
   for (int bits : {4, 8})
     for (int gs : {32, 64, 128, 1 << 20})
-      cs.push_back({BF, 40, 320, bits, gs, gs > 64, false, true, 1, 132, 4, false});
+      cs.push_back({BF, 40, 320, bits, gs, gs > 64, false, true, 1, 132, 4, 0});
   /* m = 1, 3, 8, 17 on one shape with split-K (few tiles, many SMs), both activation dtypes */
   for (qq_act_dtype a : {BF, HF})
-    for (int m : {1, 3, 8, 17}) cs.push_back({a, 48, 1024, 4, 128, false, false, false, m, 132, 4, false});
+    for (int m : {1, 3, 8, 17}) cs.push_back({a, 48, 1024, 4, 128, false, false, false, m, 132, 4, 0});
   /* act-order (x gathered), 4 and 8 bits */
-  cs.push_back({BF, 64, 512, 4, 64, false, true, true, 3, 132, 4, false});
-  cs.push_back({HF, 64, 512, 8, 128, true, true, false, 1, 132, 4, false});
+  cs.push_back({BF, 64, 512, 4, 64, false, true, true, 3, 132, 4, 0});
+  cs.push_back({HF, 64, 512, 8, 128, true, true, false, 1, 132, 4, 0});
   /* ragged k: k % 64 != 0 (x read in place, last chunk checked), k % 4 != 0 (x staged) */
-  cs.push_back({BF, 33, 300, 4, 128, false, false, true, 8, 132, 4, false});
-  cs.push_back({BF, 33, 258, 4, 128, false, false, true, 5, 132, 4, false});
-  cs.push_back({HF, 50, 200, 8, 64, false, false, false, 2, 1, 6, false});
+  cs.push_back({BF, 33, 300, 4, 128, false, false, true, 8, 132, 4, 0});
+  cs.push_back({BF, 33, 258, 4, 128, false, false, true, 5, 132, 4, 0});
+  cs.push_back({HF, 50, 200, 8, 64, false, false, false, 2, 1, 6, 0});
   /* groups the m1 kernel does not take (48: not a multiple of the chunk; 16): the old kernel runs */
-  cs.push_back({BF, 40, 384, 4, 48, false, false, false, 1, 132, 4, false});
-  cs.push_back({BF, 40, 256, 4, 16, false, false, false, 1, 132, 4, false});
+  cs.push_back({BF, 40, 384, 4, 48, false, false, false, 1, 132, 4, 0});
+  cs.push_back({BF, 40, 256, 4, 16, false, false, false, 1, 132, 4, 0});
   /* no split (one SM) and a long k-range per warp (several ring laps, group changes mid-stage) */
-  cs.push_back({BF, 64, 2048, 4, 128, false, false, false, 1, 1, 6, false});
-  cs.push_back({BF, 64, 2048, 8, 128, false, false, false, 7, 1, 6, false});
-  cs.push_back({HF, 64, 2048, 4, 64, false, false, false, 4, 1, 6, false});
+  cs.push_back({BF, 64, 2048, 4, 128, false, false, false, 1, 1, 6, 0});
+  cs.push_back({BF, 64, 2048, 8, 128, false, false, false, 7, 1, 6, 0});
+  cs.push_back({HF, 64, 2048, 4, 64, false, false, false, 4, 1, 6, 0});
   /* R = 2 (n ≥ 16384: 1024 n-tiles) at m = 1 and 8, short k */
   cs.push_back({BF, 16384 + 40, 128, 4, 64, false, false, false, 1, 132, 4, true});
   cs.push_back({BF, 16384, 192, 8, 64, false, false, true, 8, 132, 4, true});
+  /* group-change schedules of wq_m1_kernel: GCH 2 in both phases (odd / even first chunk of a split),
+   * GCH 1, GCH 0 with changes every other stage and mid-stage; forced split-K factors */
+  cs.push_back({BF, 48, 1024, 4, 128, false, false, false, 1, 132, 4, 3});
+  cs.push_back({HF, 48, 1024, 4, 128, true, false, true, 8, 132, 4, 5});
+  cs.push_back({BF, 48, 1024, 4, 64, false, false, false, 3, 132, 4, 3});
+  cs.push_back({BF, 48, 2048, 4, 512, false, false, false, 1, 132, 4, 1});
+  cs.push_back({BF, 48, 2048, 4, 512, false, false, true, 6, 132, 4, 3});
+  cs.push_back({HF, 40, 1024, 8, 64, false, false, false, 1, 132, 4, 3});
+  cs.push_back({BF, 40, 1024, 8, 32, false, false, false, 2, 132, 4, 7});
+  cs.push_back({BF, 40, 1024, 8, 256, false, false, false, 1, 132, 4, 2});
+  cs.push_back({BF, 16384, 512, 4, 128, false, false, false, 2, 132, 4, 3});
   int fails = 0, ran = 0;
   double worst_new = 0, worst_old = 0;
   long total_diff = 0;

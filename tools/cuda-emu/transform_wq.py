@@ -49,8 +49,12 @@ while True:
     i = p
 src = ''.join(out)
 # 5. injected bugs (the harness must report them)
-if inject == 1:   # m1 kernel: group counter restarts one chunk late -> wrong scales/zeros
-    a = 'gleft = gch;\n    }'; assert src.count(a) == 1; src = src.replace(a, 'gleft = gch + 1;\n    }')
+if inject == 1:   # m1 kernel, GCH 2: group changes on the wrong chunk parity
+    a = 'const bool odd = (c0 & 1) != 0;'; assert src.count(a) == 1; src = src.replace(a, 'const bool odd = (c0 & 1) == 0;')
+elif inject == 4: # m1 kernel, GCH 0: group counter restarts one chunk late
+    a = 'gleft = gch;\n      }'; assert src.count(a) == 1; src = src.replace(a, 'gleft = gch + 1;\n      }')
+elif inject == 5: # m1 kernel, GCH 1/2: no dummy group when c0 starts a group (the change at c0 skips a group)
+    a = 'const bool dummy = GCH != 0 && c0 == v0 * gch;'; assert src.count(a) == 1; src = src.replace(a, 'const bool dummy = false;')
 elif inject == 2: # m1 kernel: waits one cp.async group too few -> reads a stage before it lands
     a = 'wq_cp_wait<S - 2>();\n        issue((sl + S - 1) % S);\n        const uint4 *rp'
     assert src.count(a) == 1; src = src.replace(a, 'wq_cp_wait<S - 1>();\n        issue((sl + S - 1) % S);\n        const uint4 *rp')
