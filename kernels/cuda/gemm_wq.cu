@@ -987,10 +987,11 @@ __device__ __forceinline__ void wq_m1_loop(const wq_m1_args &p, const int (&nt)[
   flush();
 }
 
-/* Register cap of wq_m1_kernel: as wq_gemm_kernel (80 at R 1, 96 at R 2) but 96 for a group change
- * before every chunk (GCH 1, R 1: at 80 ptxas spilled 16 bytes, reloaded in the k loop). */
+/* Register cap of wq_m1_kernel: as wq_gemm_kernel (80 at R 1, 96 at R 2) but one step higher for a
+ * group change before every chunk (GCH 1; R 1 at 80 and 8-bit R 2 at 96 spilled 16 bytes, ptxas -v;
+ * at R 1 the reloads were in the k loop). */
 template <int R, int GCH> struct wq_m1_cfg {
-  static constexpr int MIN_BLOCKS = (R == 1 && GCH == 1) ? 5 : wq_cfg<1, R>::MIN_BLOCKS;
+  static constexpr int MIN_BLOCKS = GCH == 1 ? (R == 1 ? 5 : 4) : wq_cfg<1, R>::MIN_BLOCKS;
 };
 
 template <typename T, int SB, int R, int GCH>
@@ -1292,6 +1293,8 @@ struct qq_cuda_wq {
   bool m1_off;
   int32_t occ_m1[2];       /* resident blocks per SM of wq_m1_kernel, R = 1, 2 */
   int32_t skb_m1[2];       /* its split-K (m ≤ 8), R = 1, 2 */
+  int32_t m1_skb_force;    /* QQ_WQ_M1_SKB: > 0 replaces skb_m1 (measurements) */
+  int32_t r2_min_tiles;    /* R = 2 from this many n-tiles (QQ_WQ_R2_MIN_TILES, default the enum) */
   void *dev;               /* one allocation holding the arrays below */
   size_t dev_bytes;
   uint4 *codes;
@@ -1307,7 +1310,7 @@ static int wq_vi_mt(int vi) { return vi >= 4 ? 1 << (vi - 4) : 1 << vi; }
 static int wq_vi_r(int vi) { return vi >= 4 ? 2 : 1; }
 /* R = 2 pays when the weight has this many n-tiles (n ≥ 16384) at m ≤ 16. */
 enum { QQ_WQ_R2_MIN_TILES = 1024 };
-static int wq_choose_r(const qq_cuda_wq *w, int mt) { return mt <= 2 && w->n_tiles >= QQ_WQ_R2_MIN_TILES ? 2 : 1; }
+static int wq_choose_r(const qq_cuda_wq *w, int mt) { return mt <= 2 && w->n_tiles >= w->r2_min_tiles ? 2 : 1; }
 
 /* Split-K factor for `rows` independent (block-row, m-chunk) pairs: the skb in [1, kc / min_chunks]
  * minimizing waves · (chunks per warp + fixed cost), where waves = ⌈rows · skb / resident blocks⌉ and
@@ -1369,7 +1372,7 @@ static wq_plan wq_make_plan(const qq_cuda_wq *w, int32_t m, int32_t n_counters) 
   const int64_t rows = (int64_t)pl.row_blks * pl.mch;
   pl.skb = pl.mch == 1 ? w->skb1[wq_vi(pl.mt, pl.r)] : wq_choose_skb(w, pl.mt, w->occ[wq_vi(pl.mt, pl.r)], rows);
   if (pl.mt == 1 && w->gch > 0 && !w->m1_off) {
-    pl.skb = w->skb_m1[pl.r - 1];
+    pl.skb = w->m1_skb_force > 0 ? (w->m1_skb_force < w->kc ? w->m1_skb_force : w->kc) : w->skb_m1[pl.r - 1];
     /* its k-range arithmetic is 32-bit, its k-splits are gridDim.y */
     pl.m1 = (int64_t)w->kc * pl.skb <= INT32_MAX && pl.skb <= 65535 &&
             (int64_t)w->n_tiles * (w->nv + 1) * 8 <= (int64_t)UINT32_MAX;
@@ -1518,6 +1521,17 @@ extern "C" qq_status qq_cuda_wq_create(qq_cuda_ctx *c, const qq_linear_desc *d, 
   /* A/B switch for measurements: QQ_WQ_M1=old runs m ≤ 8 through wq_gemm_kernel as before */
   const char *m1 = getenv("QQ_WQ_M1");
   w->m1_off = m1 && strcmp(m1, "old") == 0;
+  /* more knobs for measurements: the m1 kernel's split-K factor, the n-tile count from which a warp
+   * takes two n-tiles (both kernels, m ≤ 16) */
+  const char *m1s = getenv("QQ_WQ_M1_SKB");
+  w->m1_skb_force = m1s && *m1s ? (int32_t)strtol(m1s, NULL, 10) : 0;
+  if (w->m1_skb_force > 4096) w->m1_skb_force = 4096;
+  w->r2_min_tiles = QQ_WQ_R2_MIN_TILES;
+  const char *r2 = getenv("QQ_WQ_R2_MIN_TILES");
+  if (r2 && *r2) {
+    const long v = strtol(r2, NULL, 10);
+    if (v >= 1 && v <= INT32_MAX) w->r2_min_tiles = (int32_t)v;
+  }
   w->min_chunks = QQ_WQ_MIN_CHUNKS;
   w->block_overhead = QQ_WQ_BLOCK_OVERHEAD;
   void *tmp = NULL;
