@@ -958,7 +958,7 @@ __device__ __forceinline__ void wq_m1_loop(const wq_m1_args &p, const int (&nt)[
           } else if (GCH == 1) {
 #pragma unroll
             for (int u = 0; u < U; u++) QQ_WQ_M1_CHUNK(u, 1)
-          } else if (gleft > U) { /* GCH 0, no change in this stage */
+          } else if (gleft >= U) { /* GCH 0, no change in this stage (chunk u starts with gleft − u ≥ 1 left) */
 #pragma unroll
             for (int u = 0; u < U; u++) QQ_WQ_M1_CHUNK(u, 0)
             gleft -= U;

@@ -446,6 +446,62 @@ static void check_rejections(void) {
   qweight_free(q);
 }
 
+/* y = x·Wᵀ for a given host x (activation bits), bias NULL; synchronous. */
+static std::vector<uint16_t> run_y(qq_cuda_wq *w, int n, int k, int m, const std::vector<uint16_t> &xh) {
+  uint16_t *xd, *yd;
+  CU(cudaMalloc((void **)&xd, (size_t)m * k * 2));
+  CU(cudaMalloc((void **)&yd, (size_t)m * n * 2));
+  CU(cudaMemcpy(xd, xh.data(), (size_t)m * k * 2, cudaMemcpyHostToDevice));
+  CU(cudaMemset(yd, 0xFF, (size_t)m * n * 2));
+  ws_prepare(qq_cuda_wq_ws_bytes(w, m), true);
+  OK(qq_cuda_wq_matmul(&ctx, w, xd, m, NULL, yd, &err));
+  CU(cudaStreamSynchronize(ctx.stream));
+  CU(cudaGetLastError());
+  std::vector<uint16_t> yh((size_t)m * n);
+  CU(cudaMemcpy(yh.data(), yd, yh.size() * 2, cudaMemcpyDeviceToHost));
+  cudaFree(xd);
+  cudaFree(yd);
+  return yh;
+}
+
+/* m ≤ 8: wq_m1_kernel against the kernel it replaces (QQ_WQ_M1=old: wq_gemm_kernel at MT 1), with the
+ * old kernel's split-K factor forced on the new one (QQ_WQ_M1_SKB): the same sums in the same order,
+ * so the outputs must be equal bit for bit. Also checks that the new kernel ran (plan "skinny-m1"). */
+static void check_m1_vs_old(const char *label, int n, int k, int bits, int gs, bool sym, bool ao) {
+  qweight o, q;
+  setenv("QQ_WQ_M1", "old", 1);
+  qweight_make(o, label, n, k, bits, gs, sym, ao);
+  unsetenv("QQ_WQ_M1");
+  for (int m : {1, 3, 8}) {
+    char plan_o[160], plan_n[160], skb[16];
+    qq_cuda_wq_describe(o.w, m, plan_o, sizeof plan_o);
+    const char *p = strstr(plan_o, "skb=");
+    snprintf(skb, sizeof skb, "%d", p ? atoi(p + 4) : 1);
+    setenv("QQ_WQ_M1_SKB", skb, 1);
+    /* a second weight from the same descriptor, made with the forced split-K factor */
+    q = o;
+    q.w = NULL;
+    q.d.w = q.codes.data();
+    q.d.scales = q.scales.data();
+    q.d.zeros = q.sym ? NULL : q.zeros.data();
+    q.d.g_idx = q.g_idx.empty() ? NULL : q.g_idx.data();
+    OK(qq_cuda_wq_create(&ctx, &q.d, &q.w, &q.dev_bytes, &err));
+    unsetenv("QQ_WQ_M1_SKB");
+    qq_cuda_wq_describe(q.w, m, plan_n, sizeof plan_n);
+    std::vector<uint16_t> xh((size_t)m * k);
+    for (auto &v : xh) v = act_bits((float)(2 * urand() - 1), ctx.act);
+    const std::vector<uint16_t> yo = run_y(o.w, n, k, m, xh), yn = run_y(q.w, n, k, m, xh);
+    size_t diff = 0;
+    for (size_t i = 0; i < yo.size(); i++) diff += yo[i] != yn[i];
+    CHECK(strstr(plan_n, "skinny-m1") != NULL, "%s m=%d: the m1 kernel did not run (%s)", label, m, plan_n);
+    CHECK(diff == 0, "%s m=%d: %zu outputs differ from QQ_WQ_M1=old (%s vs %s)", label, m, diff, plan_n, plan_o);
+    printf("%-22s %4s %6d %6d %4d %5d m=%d | m1 vs old: %zu differing outputs | %s\n", label,
+           ctx.act == QQ_ACT_BF16 ? "bf16" : "fp16", n, k, bits, gs, m, diff, plan_n);
+    qq_cuda_wq_free(q.w);
+  }
+  qweight_free(o);
+}
+
 static int run_tests(void) {
   printf("%-22s %4s %6s %6s %4s %5s %4s %3s %3s | %8s |\n", "case", "act", "n", "k", "bits", "group", "zero", "ao",
          "x", "device");
@@ -522,6 +578,14 @@ static int run_tests(void) {
       check_determinism_and_graph(q, 118);
       qweight_free(q);
     }
+    /* 5. the m ≤ 8 kernel bit for bit against the old one: group changes every chunk / every other
+     * chunk / never, act-order, 8-bit, two n-tiles per warp (n ≥ 16384) */
+    check_m1_vs_old("m1 qkv g128", 4608, 3584, 4, 128, false, false);
+    check_m1_vs_old("m1 g64 ao", 512, 3584, 4, 64, false, true);
+    check_m1_vs_old("m1 int8 chan", 3584, 3584, 8, 3584, true, false);
+    check_m1_vs_old("m1 int8 g32", 512, 1024, 8, 32, false, false);
+    check_m1_vs_old("m1 r2 g128", 16384, 1024, 4, 128, false, false);
+    check_m1_vs_old("m1 chan k18944", 512, 18944, 4, 18944, true, false);
     check_rejections();
     ctx_free();
   }
