@@ -20,7 +20,7 @@
  * clean rejection of bad input.
  *
  *   test_cuda_wq             the checks
- *   test_cuda_wq --bench [--iters N] [--skinny-max-m M] [--min-chunks C] [--overhead B]
+ *   test_cuda_wq --bench [--iters N] [--skinny-max-m M] [--min-chunks C] [--overhead B] [--m1-ab]
  *                            microbenchmark on the Qwen2.5-7B linear shapes, M = 1, 16, 64, 256:
  *                            median of per-launch cudaEvent times (GPU time: each launch queued behind
  *                            a 50 us GPU spin), L2-warm and after reading 256 MiB (cold); one parseable
@@ -29,7 +29,9 @@
  *         bw_frac_cold=.. bf16_us_warm=.. bf16_us_cold=.. x_bf16_warm=.. x_bf16_cold=.. plan=skinny,mt=1,..
  *   (kind: w4a16 = 4-bit, group 128, zero points; w8a16 = 8-bit per-channel symmetric; w4a16-skinny =
  *   the skinny kernel forced for m > 64; wbytes = repacked bytes read: codes + scales + zeros; x_bf16
- *   = bf16 time / this time; plan = the launch shape. The tuning flags set gemm_wq.cu's
+ *   = bf16 time / this time; plan = the launch shape ("skinny-m1,..." for wq_m1_kernel); --m1-ab adds
+ *   m = 8 and, for m ≤ 8, kinds w4a16-old / w8a16-old: the same weights through QQ_WQ_M1=old, the
+ *   kernel wq_m1_kernel replaces, in the same process. The tuning flags set gemm_wq.cu's
  *   QQ_WQ_SKINNY_MAX_M / QQ_WQ_MIN_CHUNKS / QQ_WQ_BLOCK_OVERHEAD for the run, to choose them.)
  *
  * Build: in the tree (tests/gpu/CMakeLists.txt) it links qq_kernels (backend.cu provides
@@ -596,6 +598,7 @@ static int run_tests(void) {
 /* ---- benchmark ---- */
 static int iters = 100;
 static int skinny_max_m = 64, min_chunks = -1, block_overhead = -1; /* --skinny-max-m, --min-chunks, --overhead */
+static bool m1_ab = false; /* --m1-ab: also m = 8, and m ≤ 8 through QQ_WQ_M1=old weights (kinds w4a16-old, w8a16-old) */
 static qq_bench_timer timer; /* gpu_timing.cuh: GPU time of each launch, L2-warm or flushed */
 template <typename F> static double time_us(F fn, bool cold) { return qq_bench_time_us(&timer, fn, cold); }
 
@@ -620,11 +623,19 @@ static int run_bench(void) {
   printf("\n%-8s %4s %-13s %-6s | %9s %9s | %8s %6s | %9s %9s | %6s %6s\n", "shape", "m", "kind", "path", "us warm",
          "us cold", "GB/s", "%copy", "bf16 warm", "bf16 cold", "x warm", "x cold");
   for (auto &s : shapes) {
-    qweight q4, q8;
+    qweight q4, q8, q4o, q8o;
     qweight_make(q4, "w4a16", s.n, s.k, 4, 128, false, false);
     qweight_make(q8, "w8a16", s.n, s.k, 8, s.k, true, false);
     qq_cuda_wq_set_tuning(q4.w, skinny_max_m, min_chunks, block_overhead);
     qq_cuda_wq_set_tuning(q8.w, skinny_max_m, min_chunks, block_overhead);
+    if (m1_ab) { /* the same weights for the old m ≤ 8 kernel */
+      setenv("QQ_WQ_M1", "old", 1);
+      qweight_make(q4o, "w4a16-old", s.n, s.k, 4, 128, false, false);
+      qweight_make(q8o, "w8a16-old", s.n, s.k, 8, s.k, true, false);
+      unsetenv("QQ_WQ_M1");
+      qq_cuda_wq_set_tuning(q4o.w, skinny_max_m, min_chunks, block_overhead);
+      qq_cuda_wq_set_tuning(q8o.w, skinny_max_m, min_chunks, block_overhead);
+    }
     void *wd = NULL;
     if (have_dense) {
       std::vector<uint16_t> h((size_t)s.n * s.k);
@@ -632,7 +643,8 @@ static int run_bench(void) {
       CU(cudaMalloc(&wd, h.size() * 2));
       CU(cudaMemcpy(wd, h.data(), h.size() * 2, cudaMemcpyHostToDevice));
     }
-    for (int m : {1, 16, 64, 256}) {
+    for (int m : {1, 8, 16, 64, 256}) {
+      if (m == 8 && !m1_ab) continue;
       void *x, *y;
       CU(cudaMalloc(&x, (size_t)m * s.k * 2));
       CU(cudaMalloc(&y, (size_t)m * s.n * 2));
@@ -643,8 +655,12 @@ static int run_bench(void) {
       if (have_dense)
         for (int cold = 0; cold < 2; cold++)
           bf[cold] = time_us([&] { OK(qq_cuda_gemm_dense(&ctx, wd, NULL, m, s.n, s.k, x, y, &err)); }, cold);
-      struct { qweight *q; const char *kind; bool force_skinny; } runs[] = {
-          {&q4, "w4a16", false}, {&q8, "w8a16", false}, {&q4, "w4a16-skinny", true}};
+      struct run { qweight *q; const char *kind; bool force_skinny; };
+      std::vector<run> runs = {{&q4, "w4a16", false}, {&q8, "w8a16", false}, {&q4, "w4a16-skinny", true}};
+      if (m1_ab && m <= 8) {
+        runs.push_back({&q4o, "w4a16-old", false});
+        runs.push_back({&q8o, "w8a16-old", false});
+      }
       for (auto &r : runs) {
         if (r.force_skinny && m <= 64) continue;
         if (r.force_skinny || !have_dense) qq_cuda_wq_set_tuning(r.q->w, 1 << 30, -1, -1);
@@ -673,6 +689,10 @@ static int run_bench(void) {
     cudaFree(wd);
     qweight_free(q4);
     qweight_free(q8);
+    if (m1_ab) {
+      qweight_free(q4o);
+      qweight_free(q8o);
+    }
   }
   qq_bench_timer_free(&timer);
   ctx_free();
@@ -687,8 +707,10 @@ int main(int argc, char **argv) {
     else if (!strcmp(argv[i], "--skinny-max-m") && i + 1 < argc) skinny_max_m = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--min-chunks") && i + 1 < argc) min_chunks = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--overhead") && i + 1 < argc) block_overhead = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--m1-ab")) m1_ab = true;
     else {
-      fprintf(stderr, "usage: %s [--bench [--iters N] [--skinny-max-m M] [--min-chunks C] [--overhead B]]\n", argv[0]);
+      fprintf(stderr, "usage: %s [--bench [--iters N] [--skinny-max-m M] [--min-chunks C] [--overhead B] [--m1-ab]]\n",
+              argv[0]);
       return 2;
     }
   }
