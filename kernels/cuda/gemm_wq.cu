@@ -12,6 +12,10 @@
  *    mma.sync.m16n8k16 (fp32 accumulate), weights as the A operand (16 output features × 16 inputs),
  *    tokens in the n8 dimension (m ≤ 8: one n8 tile, m ≤ 16: 2, ≤ 32: 4, ≤ 64: 8), so a GEMV wastes
  *    no tensor-core rows on padding tokens' weights: all bandwidth goes to weights.
+ *  - m ≤ 8 with uniform groups (every group a whole number of chunks: group-wise ≥ 64 columns at 4
+ *    bits / ≥ 32 at 8, act-order, per-channel): wq_m1_kernel, the same computation with fewer
+ *    instructions per weight byte (group changes at compile-time positions, no group-table loads, no
+ *    divisions); identical output for the same split-K. QQ_WQ_M1=old runs wq_gemm_kernel instead.
  *  - m > 64 (prefill): wq_dequant_kernel writes the weight as a dense T matrix into ctx->ws (one
  *    bandwidth-bound pass), then qq_cuda_gemm_dense (cuBLASLt). The skinny kernel can also run any m
  *    in chunks of 64 tokens (qq_cuda_wq_set_tuning, a hook for the benchmark); which is
