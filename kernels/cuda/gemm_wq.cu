@@ -823,7 +823,7 @@ __device__ __forceinline__ void wq_m1_loop(const wq_m1_args &p, const int (&nt)[
    * host: n_tiles · (nv + 1) · 8 < 2^32; tile r's entries are mstep further). With GCH 1, 2 and c0 on
    * a group start, chunk c0 itself "changes" group: the current group is then a dummy (scale 0,
    * partials 0: the flush adds +0 to +0, bit for bit nothing) and the next one is c0's. */
-  const int gch = p.gch;
+  const int gch = GCH != 0 ? GCH : p.gch; /* (host: p.gch == GCH when GCH != 0) a constant: no division */
   const int v0 = c0 / gch;
   int gleft = gch - (c0 - v0 * gch); /* GCH 0: chunks of the current group still to come (≥ 1) */
   const bool dummy = GCH != 0 && c0 == v0 * gch;
