@@ -12,6 +12,10 @@
  *    mma.sync.m16n8k16 (fp32 accumulate), weights as the A operand (16 output features × 16 inputs),
  *    tokens in the n8 dimension (m ≤ 8: one n8 tile, m ≤ 16: 2, ≤ 32: 4, ≤ 64: 8), so a GEMV wastes
  *    no tensor-core rows on padding tokens' weights: all bandwidth goes to weights.
+ *  - m ≤ 8 with uniform groups (every group a whole number of chunks: group-wise ≥ 64 columns at 4
+ *    bits / ≥ 32 at 8, act-order, per-channel): wq_m1_kernel, the same computation with fewer
+ *    instructions per weight byte (group changes at compile-time positions, no group-table loads, no
+ *    divisions); identical output for the same split-K. QQ_WQ_M1=old runs wq_gemm_kernel instead.
  *  - m > 64 (prefill): wq_dequant_kernel writes the weight as a dense T matrix into ctx->ws (one
  *    bandwidth-bound pass), then qq_cuda_gemm_dense (cuBLASLt). The skinny kernel can also run any m
  *    in chunks of 64 tokens (qq_cuda_wq_set_tuning, a hook for the benchmark); which is
@@ -321,6 +325,14 @@ template <typename T> struct wq_zeros<T, 4> {
     r.hi = (wq_act<T>::NEG_MAGIC + (zz >> 8)) * 0x10001u;
     return r;
   }
+  /* the same bits with one PRMT per register: bytes {z, NEG_MAGIC >> 8, z, NEG_MAGIC >> 8} (NEG_MAGIC's
+   * low byte is 0, so + z is | z) */
+  QQ_WQ_HD static wq_zeros make_prmt(uint32_t zz) {
+    wq_zeros r;
+    r.lo = wq_prmt(zz, wq_act<T>::NEG_MAGIC >> 8, 0x4040u);
+    r.hi = wq_prmt(zz, wq_act<T>::NEG_MAGIC >> 8, 0x4141u);
+    return r;
+  }
 };
 template <typename T> struct wq_zeros<T, 8> {
   float lo, hi; /* 2^23 + z */
@@ -328,6 +340,12 @@ template <typename T> struct wq_zeros<T, 8> {
     wq_zeros r;
     r.lo = wq_as_float(0x4B000000u | (zz & 0xFFu));
     r.hi = wq_as_float(0x4B000000u | (zz >> 8));
+    return r;
+  }
+  QQ_WQ_HD static wq_zeros make_prmt(uint32_t zz) { /* bytes {z, 0, 0, 0x4B} */
+    wq_zeros r;
+    r.lo = wq_as_float(wq_prmt(zz, 0x4B000000u, 0x7440u));
+    r.hi = wq_as_float(wq_prmt(zz, 0x4B000000u, 0x7441u));
     return r;
   }
 };
@@ -731,6 +749,330 @@ __global__ void __launch_bounds__(QQ_WQ_WPB * 32, wq_cfg<MT, R>::MIN_BLOCKS) wq_
   }
 }
 
+/* ---- the m ≤ 8 kernel ("m1"; QQ_WQ_M1=old selects wq_gemm_kernel<·, ·, 1, R> instead) ------------------
+ *
+ * Same layout, same arithmetic in the same order as wq_gemm_kernel at MT = 1 (bit-identical output
+ * for the same split-K factor), fewer instructions per weight byte and shorter dependency chains:
+ *  - groups are uniform (every virtual group but the last spans gch whole chunks: group-wise weights
+ *    with group size a multiple of the chunk width, GPTQ act-order, per-channel; host check
+ *    wq_uniform_gch), so the group of chunk c is c / gch: no tile_group / gend loads (the old kernel
+ *    waited for tile_group, then gend + scales, two dependent DRAM trips before its first mma) and
+ *    one counter decrement per chunk instead of two compares against the group end;
+ *  - a group change is one pointer step (the metadata of group v + 1 is 8 entries further; the
+ *    allocation has one spare group so the prefetch past the last group stays inside it);
+ *  - grid (block-rows, k-splits): no integer division for the block position, the k-range in 32-bit
+ *    arithmetic (host guarantees kc · skb < 2^31) instead of a 64-bit division;
+ *  - cp.async predicates once per stage (full stages copy unpredicated);
+ *  - no m-tile loop, no m-chunks (m ≤ 8 is one n8 tile). */
+struct wq_m1_args {
+  const uint4 *codes;
+  const float2 *scl;
+  const uint16_t *zro;
+  const void *x;      /* [m][ldx] of T; columns ≥ kx read as 0 */
+  int32_t ldx, kx;
+  int32_t m, n, n_tiles, kc, nv;
+  int32_t gch;        /* chunks per virtual group */
+  int32_t skb;
+  const float *bias;
+  void *y;
+  float *slots;
+  int32_t *counters;
+};
+
+/* Group changes of the m1 loop. With uniform groups, group v is chunks [v·gch, (v+1)·gch), so a change
+ * happens before chunk c iff c % gch == 0 (c > c0). GCH is gch when it is 1 or 2 (4-bit codes with
+ * groups of 64 / 128 columns, 8-bit with 32 / 64), else 0. For GCH 1, 2 the changes sit at positions
+ * of a stage known at compile time (stages are U chunks from c0, U even; GCH 2 has two phases, by
+ * the parity of c0): no test per chunk. GCH 0 tests once per stage whether a change falls inside it
+ * (not at all for per-channel weights) and only then per chunk. (A per-chunk `if` around the change
+ * is if-converted by ptxas into ~30 predicated-off instructions issued on every chunk, SASS.) */
+template <typename T, int SB, int R, int GCH>
+__device__ __forceinline__ void wq_m1_loop(const wq_m1_args &p, const int (&nt)[R], int c0, int c1,
+                                           float (&acc)[R][4], uint4 *ring) {
+  constexpr int TPC = wq_tpc(SB), U = wq_cfg<1, R>::U, S = wq_cfg<1, R>::S, KCH = wq_kch(SB);
+  static_assert(U % 2 == 0 && U >= GCH, "stage patterns need an even U");
+  const int lane = threadIdx.x & 31, gid = lane >> 2;
+
+  /* weight ring as in wq_mainloop: [S][U][R][32] uint4, lane-private */
+  const uint32_t sring = (uint32_t)__cvta_generic_to_shared(ring + lane);
+  const uint4 *wnext[R];
+#pragma unroll
+  for (int r = 0; r < R; r++) wnext[r] = p.codes + wq_codes_index(nt[r], p.kc, c0, lane);
+  int c_issue = c0;
+  auto issue = [&](int slot) {
+    if (c_issue + U <= c1) { /* warp-uniform: a full stage, no per-copy predicate */
+#pragma unroll
+      for (int u = 0; u < U; u++)
+#pragma unroll
+        for (int r = 0; r < R; r++) wq_cp_async16(sring + (uint32_t)(((slot * U + u) * R + r) * 32 * 16), wnext[r] + u * 32);
+    } else {
+#pragma unroll
+      for (int u = 0; u < U; u++)
+#pragma unroll
+        for (int r = 0; r < R; r++)
+          if (c_issue + u < c1) wq_cp_async16(sring + (uint32_t)(((slot * U + u) * R + r) * 32 * 16), wnext[r] + u * 32);
+    }
+#pragma unroll
+    for (int r = 0; r < R; r++) wnext[r] += U * 32;
+    c_issue += U;
+    wq_cp_commit();
+  };
+
+  /* Group state, loaded before the first copies are issued so the loads overlap them. s/z_cur: the
+   * group being accumulated; s/z_nxt: the next one, prefetched; mnext: its metadata index (32-bit,
+   * host: n_tiles · (nv + 1) · 8 < 2^32; tile r's entries are mstep further). With GCH 1, 2 and c0 on
+   * a group start, chunk c0 itself "changes" group: the current group is then a dummy (scale 0,
+   * partials 0: the flush adds +0 to +0, bit for bit nothing) and the next one is c0's. */
+  const int gch = GCH != 0 ? GCH : p.gch; /* (host: p.gch == GCH when GCH != 0) a constant: no division */
+  const int v0 = c0 / gch;
+  int gleft = gch - (c0 - v0 * gch); /* GCH 0: chunks of the current group still to come (≥ 1) */
+  const bool dummy = GCH != 0 && c0 == v0 * gch;
+  uint32_t mnext = (uint32_t)wq_meta_index(nt[0], p.nv, dummy ? v0 : v0 + 1, gid);
+  const uint32_t mstep = (uint32_t)(nt[R - 1] - nt[0]) * (uint32_t)p.nv * 8u;
+  float2 s_cur[R], s_nxt[R];
+  wq_zeros<T, SB> z_cur[R];
+  uint32_t z_nxt[R];
+#pragma unroll
+  for (int r = 0; r < R; r++) {
+    const uint32_t mi = mnext + (r ? mstep : 0u);
+    if (dummy) {
+      s_cur[r] = make_float2(0.f, 0.f);
+      z_cur[r] = wq_zeros<T, SB>::make_prmt(0);
+    } else {
+      s_cur[r] = __ldg(p.scl + mi - 8);
+      z_cur[r] = wq_zeros<T, SB>::make_prmt(__ldg(p.zro + mi - 8));
+    }
+    s_nxt[r] = __ldg(p.scl + mi); /* past the last group: the spare entries, never used */
+    z_nxt[r] = __ldg(p.zro + mi);
+  }
+
+#pragma unroll
+  for (int st = 0; st < S - 1; st++) issue(st);
+
+  /* x: token gid (token 0 past m: those mma columns are never stored), as wq_mainloop */
+  const uint2 *xp = reinterpret_cast<const uint2 *>((const T *)p.x + (size_t)(gid < p.m ? gid : 0) * p.ldx +
+                                                    wq_bfrag_col(lane) + (size_t)c0 * KCH);
+  const int xlim = p.kx - wq_bfrag_col(lane);
+  const int c_xfull = p.kx / KCH;
+  auto load_bx = [&](int c, int off, uint2(&b)[TPC]) {
+    if (c < c_xfull) {
+#pragma unroll
+      for (int j = 0; j < TPC; j++) b[j] = __ldg(xp + off + 4 * j);
+    } else {
+#pragma unroll
+      for (int j = 0; j < TPC; j++) b[j] = wq_ldx(xp + off + 4 * j, (c * TPC + j) * 16 < xlim);
+    }
+  };
+
+  float part[R][4];
+#pragma unroll
+  for (int r = 0; r < R; r++)
+#pragma unroll
+    for (int i = 0; i < 4; i++) part[r][i] = 0.f;
+  auto flush = [&]() {
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+      acc[r][0] = fmaf(part[r][0], s_cur[r].x, acc[r][0]);
+      acc[r][1] = fmaf(part[r][1], s_cur[r].x, acc[r][1]);
+      acc[r][2] = fmaf(part[r][2], s_cur[r].y, acc[r][2]);
+      acc[r][3] = fmaf(part[r][3], s_cur[r].y, acc[r][3]);
+#pragma unroll
+      for (int i = 0; i < 4; i++) part[r][i] = 0.f;
+    }
+  };
+  auto next_group = [&]() { /* warp-uniform */
+    flush();
+    mnext += 8;
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+      const uint32_t mi = mnext + (r ? mstep : 0u);
+      s_cur[r] = s_nxt[r];
+      z_cur[r] = wq_zeros<T, SB>::make_prmt(z_nxt[r]);
+      s_nxt[r] = __ldg(p.scl + mi);
+      z_nxt[r] = __ldg(p.zro + mi);
+    }
+  };
+
+  uint2 bx[2][TPC];
+  load_bx(c0, 0, bx[0]);
+  /* One chunk. FAST: this chunk and the next exist and have all their x columns. CHG: 0 no group
+   * change, 1 a change before this chunk, 2 test (GCH 0). (Literals at every call site, folded after
+   * inlining: a generic lambda with integral_constant parameters crashes nvcc 13.0's cudafe++.) */
+  auto chunk = [&](const uint4 (&ck)[R], int c, uint2(&b)[TPC], uint2(&bn)[TPC], const bool FAST, const int CHG) {
+    if (FAST) {
+#pragma unroll
+      for (int j = 0; j < TPC; j++) bn[j] = __ldg(xp + 4 * TPC + 4 * j);
+    } else if (c + 1 < c1) {
+      load_bx(c + 1, 4 * TPC, bn);
+    }
+    xp += 4 * TPC;
+    if (CHG == 1) {
+      next_group();
+    } else if (CHG == 2) {
+      /* a loop (runs at most once), not an if: ptxas keeps it a branch */
+      while (gleft == 0) {
+        next_group();
+        gleft = gch;
+      }
+      gleft--;
+    }
+#pragma unroll
+    for (int j = 0; j < TPC; j++)
+#pragma unroll
+      for (int r = 0; r < R; r++) {
+        uint32_t a[4];
+        wq_dequant_frag<T, SB>(ck[r], j, z_cur[r], a);
+        wq_mma<T>(part[r], a, b[j]);
+      }
+  };
+  /* change before chunk u of a stage? (GCH 1: every chunk; GCH 2: chunks of parity `odd` relative
+   * to c0, i.e. even absolute chunks) */
+  const bool odd = (c0 & 1) != 0;
+  auto chg_at = [&](int u) -> int {
+    if (GCH == 1) return 1;
+    if (GCH == 2) return ((u & 1) != 0) == odd ? 1 : 0;
+    return 2;
+  };
+
+  const int n_st = (c1 - c0 + U - 1) / U;
+  int c = c0;
+  for (int st0 = 0; st0 < n_st; st0 += S) {
+#pragma unroll
+    for (int sl = 0; sl < S; sl++) {
+      if (st0 + sl < n_st) {
+        wq_cp_wait<S - 2>();
+        issue((sl + S - 1) % S);
+        const uint4 *rp = ring + sl * U * R * 32 + lane;
+        if (c + U < c1 && c + U < c_xfull) { /* warp-uniform: every chunk whole, the next one too */
+          /* chunk u of the stage, with or without a group change before it */
+#define QQ_WQ_M1_CHUNK(u, chg)                                                \
+  {                                                                           \
+    uint4 ck[R];                                                              \
+    QQ_WQ_UNROLL for (int r = 0; r < R; r++) ck[r] = rp[((u) * R + r) * 32];  \
+    chunk(ck, c + (u), bx[(u) & 1], bx[((u) + 1) & 1], true, (chg));          \
+  }
+          if (GCH == 2) { /* two code copies, one per phase: the change positions are literals */
+            if (odd) {
+#pragma unroll
+              for (int u = 0; u < U; u++) QQ_WQ_M1_CHUNK(u, (u & 1) ? 1 : 0)
+            } else {
+#pragma unroll
+              for (int u = 0; u < U; u++) QQ_WQ_M1_CHUNK(u, (u & 1) ? 0 : 1)
+            }
+          } else if (GCH == 1) {
+#pragma unroll
+            for (int u = 0; u < U; u++) QQ_WQ_M1_CHUNK(u, 1)
+          } else if (gleft >= U) { /* GCH 0, no change in this stage (chunk u starts with gleft − u ≥ 1 left) */
+#pragma unroll
+            for (int u = 0; u < U; u++) QQ_WQ_M1_CHUNK(u, 0)
+            gleft -= U;
+          } else {
+#pragma unroll
+            for (int u = 0; u < U; u++) QQ_WQ_M1_CHUNK(u, 2)
+          }
+#undef QQ_WQ_M1_CHUNK
+          c += U;
+        } else {
+#pragma unroll
+          for (int u = 0; u < U; u++) {
+            if (c < c1) {
+              uint4 ck[R];
+#pragma unroll
+              for (int r = 0; r < R; r++) ck[r] = rp[(u * R + r) * 32];
+              chunk(ck, c, bx[u & 1], bx[(u + 1) & 1], false, chg_at(u));
+            }
+            c++;
+          }
+        }
+      }
+    }
+  }
+  wq_cp_wait<0>();
+  flush();
+}
+
+/* Register cap of wq_m1_kernel: as wq_gemm_kernel (80 at R 1, 96 at R 2) but one step higher for a
+ * group change before every chunk (GCH 1; R 1 at 80 and 8-bit R 2 at 96 spilled 16 bytes, ptxas -v;
+ * at R 1 the reloads were in the k loop). */
+template <int R, int GCH> struct wq_m1_cfg {
+  static constexpr int MIN_BLOCKS = GCH == 1 ? (R == 1 ? 5 : 4) : wq_cfg<1, R>::MIN_BLOCKS;
+};
+
+template <typename T, int SB, int R, int GCH>
+__global__ void __launch_bounds__(QQ_WQ_WPB * 32, wq_m1_cfg<R, GCH>::MIN_BLOCKS) wq_m1_kernel(const wq_m1_args p) {
+  constexpr int TPB = wq_tpb(R);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int row_blk = blockIdx.x, kb = blockIdx.y;
+  const int c0 = (int)((uint32_t)(kb * p.kc) / (uint32_t)p.skb), c1 = (int)((uint32_t)((kb + 1) * p.kc) / (uint32_t)p.skb);
+  int nt[R];
+  bool act[R];
+#pragma unroll
+  for (int r = 0; r < R; r++) {
+    const int t = row_blk * TPB + r * QQ_WQ_WPB + warp;
+    act[r] = t < p.n_tiles;
+    nt[r] = act[r] ? t : p.n_tiles - 1;
+  }
+  float acc[R][4];
+#pragma unroll
+  for (int r = 0; r < R; r++)
+#pragma unroll
+    for (int i = 0; i < 4; i++) acc[r][i] = 0.f;
+  __shared__ __align__(16) uint4 ring[QQ_WQ_WPB][wq_cfg<1, R>::S * wq_cfg<1, R>::U * R * 32];
+  if (act[0]) wq_m1_loop<T, SB, R, GCH>(p, nt, c0, c1, acc, ring[warp]);
+
+  T *y = (T *)p.y;
+  auto store = [&](int ntile, const float (&val)[4]) {
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      const int tok = wq_cfrag_tok(lane, i), row = ntile * 16 + wq_cfrag_row(lane, i);
+      if (tok < p.m && row < p.n) y[(size_t)tok * p.n + row] = qq::from_f<T>(val[i] + (p.bias ? p.bias[row] : 0.f));
+    }
+  };
+  if (p.skb == 1) {
+#pragma unroll
+    for (int r = 0; r < R; r++)
+      if (act[r]) store(nt[r], acc[r]);
+    return;
+  }
+  /* split-K as wq_gemm_kernel (mch = 1): slots, last block of the block-row sums in fixed order */
+#pragma unroll
+  for (int r = 0; r < R; r++) {
+    if (!act[r]) continue;
+    float *slot = p.slots + wq_slot_base(row_blk, 1, 0, p.skb, kb, r * QQ_WQ_WPB + warp, TPB, 1);
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      const int tl = wq_cfrag_tok(lane, i);
+      if (tl < p.m) slot[tl * 16 + wq_cfrag_row(lane, i)] = acc[r][i];
+    }
+  }
+  __threadfence();
+  __syncthreads();
+  __shared__ int s_last;
+  if (threadIdx.x == 0) {
+    int32_t *ctr = p.counters + row_blk;
+    s_last = atomicAdd(ctr, 1) == p.skb - 1;
+    if (s_last) atomicExch(ctr, 0);
+  }
+  __syncthreads();
+  if (!s_last) return;
+  __threadfence();
+#pragma unroll
+  for (int r = 0; r < R; r++) {
+    if (!act[r]) continue;
+    float sum[4];
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      const int tl = wq_cfrag_tok(lane, i), off = tl * 16 + wq_cfrag_row(lane, i);
+      float s = 0.f;
+      if (tl < p.m)
+        for (int kb2 = 0; kb2 < p.skb; kb2++)
+          s += kb2 == kb ? acc[r][i] : __ldcg(p.slots + wq_slot_base(row_blk, 1, 0, p.skb, kb2, r * QQ_WQ_WPB + warp, TPB, 1) + off);
+      sum[i] = s;
+    }
+    store(nt[r], sum);
+  }
+}
+
 /* ---- other kernels ------------------------------------------------------------------------------------- */
 
 /* Repack (create time): one thread per lane-chunk. */
@@ -808,6 +1150,7 @@ __global__ void wq_dequant_kernel(const uint4 *codes, const float2 *scl, const u
 /* The padded-order layout computed on the host from a descriptor (everything but the codes). */
 struct wq_layout {
   int32_t sb, kp, kc, n_tiles, nv;
+  int32_t gch;          /* uniform groups: chunks per virtual group (wq_uniform_gch), else 0 */
   bool has_map;         /* colmap is not the identity on [0, k) */
   int32_t *colmap;      /* [kp] */
   int32_t *tile_group;  /* [kp / 16] */
@@ -823,6 +1166,21 @@ static void wq_layout_free(wq_layout *L) {
   free(L->scl);
   free(L->zro);
   memset(L, 0, sizeof *L);
+}
+
+/* Chunks per virtual group when groups are uniform enough for wq_m1_kernel: every group but the
+ * last spans the same whole number of chunks gch (so the group of chunk c is c / gch) and the last
+ * one no more than that; one group: gch = kc (no boundary). Else 0 (the m ≤ 8 path then runs
+ * wq_gemm_kernel): groups narrower than a chunk (16/32 columns at 4 bits, 16 at 8 bits), group sizes
+ * that are not multiples of 16, uneven g_idx. */
+static int32_t wq_uniform_gch(const wq_layout *L) {
+  if (L->nv == 1) return L->kc;
+  const int32_t tpc = wq_tpc(L->sb), gt = L->gend[0];
+  if (gt <= 0 || gt % tpc) return 0;
+  for (int32_t u = 0; u + 1 < L->nv; u++)
+    if (L->gend[u] != (int64_t)(u + 1) * gt) return 0;
+  if ((int64_t)L->nv * (gt / tpc) < L->kc) return 0;
+  return gt / tpc;
 }
 
 /* Largest padded width and tile count the kernels index with int32 (tile·16, n_tiles·16). */
@@ -915,6 +1273,7 @@ static qq_status wq_layout_build(const qq_linear_desc *d, wq_layout *L, qq_error
         }
       }
     free(vgroup);
+    L->gch = wq_uniform_gch(L);
   }
 done:
   free(order);
@@ -933,6 +1292,13 @@ struct qq_cuda_wq {
   /* tuning (defaults QQ_WQ_*; qq_cuda_wq_set_tuning for benchmarks) and what follows from it */
   int32_t skinny_max_m, min_chunks, block_overhead;
   int32_t skb1[6];         /* split-K for one m-chunk (m ≤ 64), per variant: wq_choose_skb at create */
+  /* m ≤ 8: wq_m1_kernel when gch > 0 and not switched off (QQ_WQ_M1=old) */
+  int32_t gch;             /* chunks per virtual group (wq_uniform_gch), 0: not uniform */
+  bool m1_off;
+  int32_t occ_m1[2];       /* resident blocks per SM of wq_m1_kernel, R = 1, 2 */
+  int32_t skb_m1[2];       /* its split-K (m ≤ 8), R = 1, 2 */
+  int32_t m1_skb_force;    /* QQ_WQ_M1_SKB: > 0 replaces skb_m1 (measurements) */
+  int32_t r2_min_tiles;    /* R = 2 from this many n-tiles (QQ_WQ_R2_MIN_TILES, default the enum) */
   void *dev;               /* one allocation holding the arrays below */
   size_t dev_bytes;
   uint4 *codes;
@@ -948,7 +1314,7 @@ static int wq_vi_mt(int vi) { return vi >= 4 ? 1 << (vi - 4) : 1 << vi; }
 static int wq_vi_r(int vi) { return vi >= 4 ? 2 : 1; }
 /* R = 2 pays when the weight has this many n-tiles (n ≥ 16384) at m ≤ 16. */
 enum { QQ_WQ_R2_MIN_TILES = 1024 };
-static int wq_choose_r(const qq_cuda_wq *w, int mt) { return mt <= 2 && w->n_tiles >= QQ_WQ_R2_MIN_TILES ? 2 : 1; }
+static int wq_choose_r(const qq_cuda_wq *w, int mt) { return mt <= 2 && w->n_tiles >= w->r2_min_tiles ? 2 : 1; }
 
 /* Split-K factor for `rows` independent (block-row, m-chunk) pairs: the skb in [1, kc / min_chunks]
  * minimizing waves · (chunks per warp + fixed cost), where waves = ⌈rows · skb / resident blocks⌉ and
@@ -958,8 +1324,8 @@ static int wq_choose_r(const qq_cuda_wq *w, int mt) { return mt <= 2 && w->n_til
  * many, short ones pay the fixed cost; ties go to the smaller skb. Examples (132 SMs, 4 resident
  * blocks, MT 1, 4-bit): qkv skb 7 (504 blocks: one wave), o 9, down 9, gate_up 5, n 512 × k 3584 14
  * (the cap). A model, not a measurement: the benchmark prints the plan next to each time. */
-static int wq_choose_skb(const qq_cuda_wq *w, int mt, int r, int64_t rows) {
-  const int64_t occ = w->occ[wq_vi(mt, r)] > 0 ? w->occ[wq_vi(mt, r)] : 1;
+static int wq_choose_skb(const qq_cuda_wq *w, int mt, int32_t occ_blocks, int64_t rows) {
+  const int64_t occ = occ_blocks > 0 ? occ_blocks : 1;
   const int64_t slots = (int64_t)(w->sm_count > 0 ? w->sm_count : 1) * occ;
   int64_t cap = w->kc / (w->min_chunks > 0 ? w->min_chunks : 1);
   if (cap < 1) cap = 1;
@@ -980,13 +1346,16 @@ static void wq_retune(qq_cuda_wq *w) {
   for (int vi = 0; vi < 6; vi++) {
     const int mt = wq_vi_mt(vi), r = wq_vi_r(vi);
     const int64_t row_blks = (w->n_tiles + wq_tpb(r) - 1) / wq_tpb(r);
-    w->skb1[vi] = wq_choose_skb(w, mt, r, row_blks);
+    w->skb1[vi] = wq_choose_skb(w, mt, w->occ[vi], row_blks);
   }
+  for (int r = 1; r <= 2; r++)
+    w->skb_m1[r - 1] = wq_choose_skb(w, 1, w->occ_m1[r - 1], (w->n_tiles + wq_tpb(r) - 1) / wq_tpb(r));
 }
 
 /* How one matmul of m rows runs. */
 struct wq_plan {
   bool dense;
+  bool m1; /* wq_m1_kernel */
   int mt, r, mch, skb, row_blks;
   size_t x_bytes, part_bytes; /* ws: staged x, then split-K slots or the dense weight */
 };
@@ -1005,7 +1374,14 @@ static wq_plan wq_make_plan(const qq_cuda_wq *w, int32_t m, int32_t n_counters) 
   pl.r = wq_choose_r(w, pl.mt);
   pl.row_blks = (w->n_tiles + wq_tpb(pl.r) - 1) / wq_tpb(pl.r);
   const int64_t rows = (int64_t)pl.row_blks * pl.mch;
-  pl.skb = pl.mch == 1 ? w->skb1[wq_vi(pl.mt, pl.r)] : wq_choose_skb(w, pl.mt, pl.r, rows);
+  pl.skb = pl.mch == 1 ? w->skb1[wq_vi(pl.mt, pl.r)] : wq_choose_skb(w, pl.mt, w->occ[wq_vi(pl.mt, pl.r)], rows);
+  if (pl.mt == 1 && w->gch > 0 && !w->m1_off) {
+    pl.skb = w->m1_skb_force > 0 ? (w->m1_skb_force < w->kc ? w->m1_skb_force : w->kc) : w->skb_m1[pl.r - 1];
+    /* its k-range arithmetic is 32-bit, its k-splits are gridDim.y */
+    pl.m1 = (int64_t)w->kc * pl.skb <= INT32_MAX && pl.skb <= 65535 &&
+            (int64_t)w->n_tiles * (w->nv + 1) * 8 <= (int64_t)UINT32_MAX;
+    if (!pl.m1) pl.skb = w->skb1[wq_vi(pl.mt, pl.r)];
+  }
   if (rows > n_counters) pl.skb = 1; /* no semaphore for every block-row: no split */
   if (pl.skb > 1)
     pl.part_bytes = wq_align(wq_slot_base(pl.row_blks, pl.mch, 0, pl.skb, 0, 0, wq_tpb(pl.r), pl.mt) * sizeof(float));
@@ -1025,6 +1401,20 @@ static const void *wq_gemm_kernel_for(qq_act_dtype act, int sb, int mt, int r) {
   if (act == QQ_ACT_BF16) return sb == 4 ? wq_gemm_fn<__nv_bfloat16, 4>(mt, r) : wq_gemm_fn<__nv_bfloat16, 8>(mt, r);
   return sb == 4 ? wq_gemm_fn<__half, 4>(mt, r) : wq_gemm_fn<__half, 8>(mt, r);
 }
+/* GCH template argument of wq_m1_kernel for gch chunks per group */
+static int wq_m1_gch(int32_t gch) { return gch == 1 || gch == 2 ? gch : 0; }
+template <typename T, int SB, int R> static const void *wq_m1_fn_g(int g) {
+  return g == 1 ? (const void *)wq_m1_kernel<T, SB, R, 1>
+         : g == 2 ? (const void *)wq_m1_kernel<T, SB, R, 2> : (const void *)wq_m1_kernel<T, SB, R, 0>;
+}
+template <typename T, int SB> static const void *wq_m1_fn(int r, int g) {
+  return r == 2 ? wq_m1_fn_g<T, SB, 2>(g) : wq_m1_fn_g<T, SB, 1>(g);
+}
+static const void *wq_m1_kernel_for(qq_act_dtype act, int sb, int r, int32_t gch) {
+  const int g = wq_m1_gch(gch);
+  if (act == QQ_ACT_BF16) return sb == 4 ? wq_m1_fn<__nv_bfloat16, 4>(r, g) : wq_m1_fn<__nv_bfloat16, 8>(r, g);
+  return sb == 4 ? wq_m1_fn<__half, 4>(r, g) : wq_m1_fn<__half, 8>(r, g);
+}
 static const void *wq_dequant_kernel_for(qq_act_dtype act, int sb) {
   if (act == QQ_ACT_BF16)
     return sb == 4 ? (const void *)wq_dequant_kernel<__nv_bfloat16, 4> : (const void *)wq_dequant_kernel<__nv_bfloat16, 8>;
@@ -1041,7 +1431,8 @@ static qq_status wq_upload(qq_cuda_ctx *c, const qq_linear_desc *d, const wq_lay
                            qq_error *err) {
   const size_t nm = (size_t)L->n_tiles * L->nv * 8;
   const size_t b_codes = wq_align((size_t)L->n_tiles * L->kc * 32 * sizeof(uint4));
-  const size_t b_scl = wq_align(nm * sizeof(float2)), b_zro = wq_align(nm * sizeof(uint16_t));
+  /* one spare group (8 entries) after scl and zro: wq_m1_kernel prefetches one group past the last */
+  const size_t b_scl = wq_align((nm + 8) * sizeof(float2)), b_zro = wq_align((nm + 8) * sizeof(uint16_t));
   const size_t b_tg = wq_align((size_t)(L->kp / 16) * sizeof(int32_t)), b_ge = wq_align((size_t)L->nv * sizeof(int32_t));
   const size_t b_cm = wq_align((size_t)L->kp * sizeof(int32_t));
   w->dev_bytes = b_codes + b_scl + b_zro + b_tg + b_ge + b_cm;
@@ -1081,6 +1472,12 @@ static qq_status wq_upload(qq_cuda_ctx *c, const qq_linear_desc *d, const wq_lay
                          &blocks, wq_gemm_kernel_for(w->act, w->sb, wq_vi_mt(vi), wq_vi_r(vi)), QQ_WQ_WPB * 32, 0));
     w->occ[vi] = blocks;
   }
+  for (int r = 1; r <= 2; r++) {
+    int blocks = 0;
+    QQ_CUDA_TRY(err, cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, wq_m1_kernel_for(w->act, w->sb, r, w->gch),
+                                                                   QQ_WQ_WPB * 32, 0));
+    w->occ_m1[r - 1] = blocks;
+  }
   wq_retune(w);
   return QQ_OK;
 }
@@ -1115,6 +1512,7 @@ extern "C" qq_status qq_cuda_wq_create(qq_cuda_ctx *c, const qq_linear_desc *d, 
   w->n_tiles = L.n_tiles;
   w->nv = L.nv;
   w->has_map = L.has_map;
+  w->gch = L.gch;
   w->act = c->act;
   w->sm_count = c->sm_count;
   w->skinny_max_m = QQ_WQ_SKINNY_MAX_M;
@@ -1123,6 +1521,20 @@ extern "C" qq_status qq_cuda_wq_create(qq_cuda_ctx *c, const qq_linear_desc *d, 
   if (smm && *smm) {
     const long v = strtol(smm, NULL, 10);
     if (v >= 0 && v <= 64) w->skinny_max_m = (int)v;
+  }
+  /* A/B switch for measurements: QQ_WQ_M1=old runs m ≤ 8 through wq_gemm_kernel as before */
+  const char *m1 = getenv("QQ_WQ_M1");
+  w->m1_off = m1 && strcmp(m1, "old") == 0;
+  /* more knobs for measurements: the m1 kernel's split-K factor, the n-tile count from which a warp
+   * takes two n-tiles (both kernels, m ≤ 16) */
+  const char *m1s = getenv("QQ_WQ_M1_SKB");
+  w->m1_skb_force = m1s && *m1s ? (int32_t)strtol(m1s, NULL, 10) : 0;
+  if (w->m1_skb_force > 4096) w->m1_skb_force = 4096;
+  w->r2_min_tiles = QQ_WQ_R2_MIN_TILES;
+  const char *r2 = getenv("QQ_WQ_R2_MIN_TILES");
+  if (r2 && *r2) {
+    const long v = strtol(r2, NULL, 10);
+    if (v >= 1 && v <= INT32_MAX) w->r2_min_tiles = (int32_t)v;
   }
   w->min_chunks = QQ_WQ_MIN_CHUNKS;
   w->block_overhead = QQ_WQ_BLOCK_OVERHEAD;
@@ -1166,8 +1578,9 @@ extern "C" void qq_cuda_wq_describe(const qq_cuda_wq *w, int32_t m, char *buf, s
   if (pl.dense)
     snprintf(buf, len, "dense");
   else
-    snprintf(buf, len, "skinny mt=%d r=%d mch=%d skb=%d blocks=%lld occ=%d sm=%d", pl.mt, pl.r, pl.mch, pl.skb,
-             (long long)pl.row_blks * pl.skb * pl.mch, w->occ[wq_vi(pl.mt, pl.r)], w->sm_count);
+    snprintf(buf, len, "skinny%s mt=%d r=%d mch=%d skb=%d blocks=%lld occ=%d sm=%d", pl.m1 ? "-m1" : "", pl.mt, pl.r,
+             pl.mch, pl.skb, (long long)pl.row_blks * pl.skb * pl.mch,
+             pl.m1 ? w->occ_m1[pl.r - 1] : w->occ[wq_vi(pl.mt, pl.r)], w->sm_count);
 }
 
 extern "C" size_t qq_cuda_wq_ws_bytes(const qq_cuda_wq *w, int32_t m) {
@@ -1219,6 +1632,31 @@ extern "C" qq_status qq_cuda_wq_matmul(qq_cuda_ctx *c, const qq_cuda_wq *w, cons
     return qq_cuda_gemm_dense(c, part, bias, m, w->n, ld, xin, y, err);
   }
 
+  if (pl.m1) {
+    wq_m1_args a;
+    a.codes = w->codes;
+    a.scl = w->scl;
+    a.zro = w->zro;
+    a.x = xin;
+    a.ldx = ldx;
+    a.kx = ldx;
+    a.m = m;
+    a.n = w->n;
+    a.n_tiles = w->n_tiles;
+    a.kc = w->kc;
+    a.nv = w->nv;
+    a.gch = w->gch;
+    a.skb = pl.skb;
+    a.bias = bias;
+    a.y = y;
+    a.slots = (float *)part;
+    a.counters = c->counters;
+    void *args[] = {&a};
+    QQ_CUDA_TRY(err, cudaLaunchKernel(wq_m1_kernel_for(w->act, w->sb, pl.r, w->gch), dim3((unsigned)pl.row_blks, (unsigned)pl.skb),
+                                      dim3(QQ_WQ_WPB * 32), args, 0, c->stream));
+    QQ_CUDA_LAUNCHED(err, "wq_m1");
+    return QQ_OK;
+  }
   wq_gemm_args a;
   a.codes = w->codes;
   a.scl = w->scl;

@@ -5,7 +5,7 @@
 # memcheck), golden (test_golden on cuda fp32), eval (qwen2-tiny-lm ppl / generate on cuda vs cpu),
 # serve (qquant-serve on the GPU and on the CPU, Generate + Classify through qquant-client; needs both
 # programs in the bundle), suite (gpu_suite.py), bench (bench_kernels_cuda + the peers in the same
-# call), ncu / ncusrc / densecmp / wqtune / wq (kernel measurements), quantspeed (the quantizer's
+# call), ncu / ncusrc / densecmp / wqtune / wq / wqm1 (kernel measurements), quantspeed (the quantizer's
 # end-to-end time on the host CPUs, 2 threads per run, each run pinned to its own pair of cores; GPTQ
 # and SmoothQuant three times each, side by side with build-gpu/bin/qquant-old when the bundle has it),
 # quality (rows of the quantization quality table on the host CPUs).
@@ -120,7 +120,7 @@ if has ncu; then
   sec="--section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats --section MemoryWorkloadAnalysis --section SchedulerStats"
   for sh in "gate_up 1" "qkv 1" "gate_up 16"; do
     set -- $sh
-    step "ncu-wq-$1-m$2" 120 ncu --clock-control none --kernel-name regex:wq_gemm --launch-skip 2 --launch-count 1 $sec \
+    step "ncu-wq-$1-m$2" 120 ncu --clock-control none --kernel-name "regex:wq_(gemm|m1)_kernel" --launch-skip 2 --launch-count 1 $sec \
       "$B/bench_kernels_cuda" --skip-ceilings --skip-attention --shapes $1 --rows $2 --iters 2
   done
   step ncu-attn-prefill 150 ncu --clock-control none --kernel-name regex:attn_mma --launch-skip 6 --launch-count 1 $sec \
@@ -132,12 +132,19 @@ if has wq; then
   tail -n 2 "$log" | tee -a "$sum"
 fi
 
+if has wqm1; then
+  # The m <= 8 kernel (wq_m1_kernel) against the one it replaces (QQ_WQ_M1=old), same process, m = 1 and 8.
+  step wq-m1-ab 150 "$B/test_cuda_wq" --bench --m1-ab
+  grep -E "^BENCH shape=.* m=(1|8) kind=w[48]a16(-old)? " <(sed -n '/===== wq-m1-ab:/,$p' "$log") \
+    | sed -E 's/.*shape=([a-z_]+).* m=([0-9]+) kind=([a-z0-9-]+) .*us_warm=([0-9.]+) us_cold=([0-9.]+).*bw_frac_cold=([0-9.]+).*x_bf16_cold=([0-9.]+) plan=(.*)/  \1 m=\2 \3 warm \4 cold \5 us bw \6 xbf16 \7 \8/' | tee -a "$sum"
+fi
+
 if has ncusrc; then
   # Instruction mix and per-SASS-line stall samples of the W4A16 m = 1 kernel (gate_up).
-  step ncu-wq-instr 120 ncu --clock-control none --kernel-name regex:wq_gemm --launch-skip 2 --launch-count 1 \
+  step ncu-wq-instr 120 ncu --clock-control none --kernel-name "regex:wq_(gemm|m1)_kernel" --launch-skip 2 --launch-count 1 \
     --section InstructionStats --section WarpStateStats --section SpeedOfLight \
     "$B/bench_kernels_cuda" --skip-ceilings --skip-attention --shapes gate_up --rows 1 --iters 2
-  timeout 150 ncu --clock-control none --kernel-name regex:wq_gemm --launch-skip 2 --launch-count 1 \
+  timeout 150 ncu --clock-control none --kernel-name "regex:wq_(gemm|m1)_kernel" --launch-skip 2 --launch-count 1 \
     --section SourceCounters --section WarpStateStats --page source --print-source sass --csv \
     "$B/bench_kernels_cuda" --skip-ceilings --skip-attention --shapes gate_up --rows 1 --iters 2 > "$OUT/ncu_wq_source.csv" 2>&1
   echo "ncu source rc=$? $(wc -c < "$OUT/ncu_wq_source.csv") bytes" | tee -a "$sum"

@@ -20,7 +20,7 @@
  * clean rejection of bad input.
  *
  *   test_cuda_wq             the checks
- *   test_cuda_wq --bench [--iters N] [--skinny-max-m M] [--min-chunks C] [--overhead B]
+ *   test_cuda_wq --bench [--iters N] [--skinny-max-m M] [--min-chunks C] [--overhead B] [--m1-ab]
  *                            microbenchmark on the Qwen2.5-7B linear shapes, M = 1, 16, 64, 256:
  *                            median of per-launch cudaEvent times (GPU time: each launch queued behind
  *                            a 50 us GPU spin), L2-warm and after reading 256 MiB (cold); one parseable
@@ -29,7 +29,9 @@
  *         bw_frac_cold=.. bf16_us_warm=.. bf16_us_cold=.. x_bf16_warm=.. x_bf16_cold=.. plan=skinny,mt=1,..
  *   (kind: w4a16 = 4-bit, group 128, zero points; w8a16 = 8-bit per-channel symmetric; w4a16-skinny =
  *   the skinny kernel forced for m > 64; wbytes = repacked bytes read: codes + scales + zeros; x_bf16
- *   = bf16 time / this time; plan = the launch shape. The tuning flags set gemm_wq.cu's
+ *   = bf16 time / this time; plan = the launch shape ("skinny-m1,..." for wq_m1_kernel); --m1-ab adds
+ *   m = 8 and, for m ≤ 8, kinds w4a16-old / w8a16-old: the same weights through QQ_WQ_M1=old, the
+ *   kernel wq_m1_kernel replaces, in the same process. The tuning flags set gemm_wq.cu's
  *   QQ_WQ_SKINNY_MAX_M / QQ_WQ_MIN_CHUNKS / QQ_WQ_BLOCK_OVERHEAD for the run, to choose them.)
  *
  * Build: in the tree (tests/gpu/CMakeLists.txt) it links qq_kernels (backend.cu provides
@@ -446,6 +448,62 @@ static void check_rejections(void) {
   qweight_free(q);
 }
 
+/* y = x·Wᵀ for a given host x (activation bits), bias NULL; synchronous. */
+static std::vector<uint16_t> run_y(qq_cuda_wq *w, int n, int k, int m, const std::vector<uint16_t> &xh) {
+  uint16_t *xd, *yd;
+  CU(cudaMalloc((void **)&xd, (size_t)m * k * 2));
+  CU(cudaMalloc((void **)&yd, (size_t)m * n * 2));
+  CU(cudaMemcpy(xd, xh.data(), (size_t)m * k * 2, cudaMemcpyHostToDevice));
+  CU(cudaMemset(yd, 0xFF, (size_t)m * n * 2));
+  ws_prepare(qq_cuda_wq_ws_bytes(w, m), true);
+  OK(qq_cuda_wq_matmul(&ctx, w, xd, m, NULL, yd, &err));
+  CU(cudaStreamSynchronize(ctx.stream));
+  CU(cudaGetLastError());
+  std::vector<uint16_t> yh((size_t)m * n);
+  CU(cudaMemcpy(yh.data(), yd, yh.size() * 2, cudaMemcpyDeviceToHost));
+  cudaFree(xd);
+  cudaFree(yd);
+  return yh;
+}
+
+/* m ≤ 8: wq_m1_kernel against the kernel it replaces (QQ_WQ_M1=old: wq_gemm_kernel at MT 1), with the
+ * old kernel's split-K factor forced on the new one (QQ_WQ_M1_SKB): the same sums in the same order,
+ * so the outputs must be equal bit for bit. Also checks that the new kernel ran (plan "skinny-m1"). */
+static void check_m1_vs_old(const char *label, int n, int k, int bits, int gs, bool sym, bool ao) {
+  qweight o, q;
+  setenv("QQ_WQ_M1", "old", 1);
+  qweight_make(o, label, n, k, bits, gs, sym, ao);
+  unsetenv("QQ_WQ_M1");
+  for (int m : {1, 3, 8}) {
+    char plan_o[160], plan_n[160], skb[16];
+    qq_cuda_wq_describe(o.w, m, plan_o, sizeof plan_o);
+    const char *p = strstr(plan_o, "skb=");
+    snprintf(skb, sizeof skb, "%d", p ? atoi(p + 4) : 1);
+    setenv("QQ_WQ_M1_SKB", skb, 1);
+    /* a second weight from the same descriptor, made with the forced split-K factor */
+    q = o;
+    q.w = NULL;
+    q.d.w = q.codes.data();
+    q.d.scales = q.scales.data();
+    q.d.zeros = q.sym ? NULL : q.zeros.data();
+    q.d.g_idx = q.g_idx.empty() ? NULL : q.g_idx.data();
+    OK(qq_cuda_wq_create(&ctx, &q.d, &q.w, &q.dev_bytes, &err));
+    unsetenv("QQ_WQ_M1_SKB");
+    qq_cuda_wq_describe(q.w, m, plan_n, sizeof plan_n);
+    std::vector<uint16_t> xh((size_t)m * k);
+    for (auto &v : xh) v = act_bits((float)(2 * urand() - 1), ctx.act);
+    const std::vector<uint16_t> yo = run_y(o.w, n, k, m, xh), yn = run_y(q.w, n, k, m, xh);
+    size_t diff = 0;
+    for (size_t i = 0; i < yo.size(); i++) diff += yo[i] != yn[i];
+    CHECK(strstr(plan_n, "skinny-m1") != NULL, "%s m=%d: the m1 kernel did not run (%s)", label, m, plan_n);
+    CHECK(diff == 0, "%s m=%d: %zu outputs differ from QQ_WQ_M1=old (%s vs %s)", label, m, diff, plan_n, plan_o);
+    printf("%-22s %4s %6d %6d %4d %5d m=%d | m1 vs old: %zu differing outputs | %s\n", label,
+           ctx.act == QQ_ACT_BF16 ? "bf16" : "fp16", n, k, bits, gs, m, diff, plan_n);
+    qq_cuda_wq_free(q.w);
+  }
+  qweight_free(o);
+}
+
 static int run_tests(void) {
   printf("%-22s %4s %6s %6s %4s %5s %4s %3s %3s | %8s |\n", "case", "act", "n", "k", "bits", "group", "zero", "ao",
          "x", "device");
@@ -522,6 +580,14 @@ static int run_tests(void) {
       check_determinism_and_graph(q, 118);
       qweight_free(q);
     }
+    /* 5. the m ≤ 8 kernel bit for bit against the old one: group changes every chunk / every other
+     * chunk / never, act-order, 8-bit, two n-tiles per warp (n ≥ 16384) */
+    check_m1_vs_old("m1 qkv g128", 4608, 3584, 4, 128, false, false);
+    check_m1_vs_old("m1 g64 ao", 512, 3584, 4, 64, false, true);
+    check_m1_vs_old("m1 int8 chan", 3584, 3584, 8, 3584, true, false);
+    check_m1_vs_old("m1 int8 g32", 512, 1024, 8, 32, false, false);
+    check_m1_vs_old("m1 r2 g128", 16384, 1024, 4, 128, false, false);
+    check_m1_vs_old("m1 chan k18944", 512, 18944, 4, 18944, true, false);
     check_rejections();
     ctx_free();
   }
@@ -532,6 +598,7 @@ static int run_tests(void) {
 /* ---- benchmark ---- */
 static int iters = 100;
 static int skinny_max_m = 64, min_chunks = -1, block_overhead = -1; /* --skinny-max-m, --min-chunks, --overhead */
+static bool m1_ab = false; /* --m1-ab: also m = 8, and m ≤ 8 through QQ_WQ_M1=old weights (kinds w4a16-old, w8a16-old) */
 static qq_bench_timer timer; /* gpu_timing.cuh: GPU time of each launch, L2-warm or flushed */
 template <typename F> static double time_us(F fn, bool cold) { return qq_bench_time_us(&timer, fn, cold); }
 
@@ -556,11 +623,19 @@ static int run_bench(void) {
   printf("\n%-8s %4s %-13s %-6s | %9s %9s | %8s %6s | %9s %9s | %6s %6s\n", "shape", "m", "kind", "path", "us warm",
          "us cold", "GB/s", "%copy", "bf16 warm", "bf16 cold", "x warm", "x cold");
   for (auto &s : shapes) {
-    qweight q4, q8;
+    qweight q4, q8, q4o, q8o;
     qweight_make(q4, "w4a16", s.n, s.k, 4, 128, false, false);
     qweight_make(q8, "w8a16", s.n, s.k, 8, s.k, true, false);
     qq_cuda_wq_set_tuning(q4.w, skinny_max_m, min_chunks, block_overhead);
     qq_cuda_wq_set_tuning(q8.w, skinny_max_m, min_chunks, block_overhead);
+    if (m1_ab) { /* the same weights for the old m ≤ 8 kernel */
+      setenv("QQ_WQ_M1", "old", 1);
+      qweight_make(q4o, "w4a16-old", s.n, s.k, 4, 128, false, false);
+      qweight_make(q8o, "w8a16-old", s.n, s.k, 8, s.k, true, false);
+      unsetenv("QQ_WQ_M1");
+      qq_cuda_wq_set_tuning(q4o.w, skinny_max_m, min_chunks, block_overhead);
+      qq_cuda_wq_set_tuning(q8o.w, skinny_max_m, min_chunks, block_overhead);
+    }
     void *wd = NULL;
     if (have_dense) {
       std::vector<uint16_t> h((size_t)s.n * s.k);
@@ -568,7 +643,8 @@ static int run_bench(void) {
       CU(cudaMalloc(&wd, h.size() * 2));
       CU(cudaMemcpy(wd, h.data(), h.size() * 2, cudaMemcpyHostToDevice));
     }
-    for (int m : {1, 16, 64, 256}) {
+    for (int m : {1, 8, 16, 64, 256}) {
+      if (m == 8 && !m1_ab) continue;
       void *x, *y;
       CU(cudaMalloc(&x, (size_t)m * s.k * 2));
       CU(cudaMalloc(&y, (size_t)m * s.n * 2));
@@ -579,8 +655,12 @@ static int run_bench(void) {
       if (have_dense)
         for (int cold = 0; cold < 2; cold++)
           bf[cold] = time_us([&] { OK(qq_cuda_gemm_dense(&ctx, wd, NULL, m, s.n, s.k, x, y, &err)); }, cold);
-      struct { qweight *q; const char *kind; bool force_skinny; } runs[] = {
-          {&q4, "w4a16", false}, {&q8, "w8a16", false}, {&q4, "w4a16-skinny", true}};
+      struct run { qweight *q; const char *kind; bool force_skinny; };
+      std::vector<run> runs = {{&q4, "w4a16", false}, {&q8, "w8a16", false}, {&q4, "w4a16-skinny", true}};
+      if (m1_ab && m <= 8) {
+        runs.push_back({&q4o, "w4a16-old", false});
+        runs.push_back({&q8o, "w8a16-old", false});
+      }
       for (auto &r : runs) {
         if (r.force_skinny && m <= 64) continue;
         if (r.force_skinny || !have_dense) qq_cuda_wq_set_tuning(r.q->w, 1 << 30, -1, -1);
@@ -609,6 +689,10 @@ static int run_bench(void) {
     cudaFree(wd);
     qweight_free(q4);
     qweight_free(q8);
+    if (m1_ab) {
+      qweight_free(q4o);
+      qweight_free(q8o);
+    }
   }
   qq_bench_timer_free(&timer);
   ctx_free();
@@ -623,8 +707,10 @@ int main(int argc, char **argv) {
     else if (!strcmp(argv[i], "--skinny-max-m") && i + 1 < argc) skinny_max_m = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--min-chunks") && i + 1 < argc) min_chunks = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--overhead") && i + 1 < argc) block_overhead = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--m1-ab")) m1_ab = true;
     else {
-      fprintf(stderr, "usage: %s [--bench [--iters N] [--skinny-max-m M] [--min-chunks C] [--overhead B]]\n", argv[0]);
+      fprintf(stderr, "usage: %s [--bench [--iters N] [--skinny-max-m M] [--min-chunks C] [--overhead B] [--m1-ab]]\n",
+              argv[0]);
       return 2;
     }
   }

@@ -147,13 +147,14 @@ inline void launch(std::function<void()> f, dim3 grid, dim3 block, size_t dyn) {
   smem_size = dyn;
   cur_bdim = block;
   cur_gdim = grid;
-  std::vector<unsigned> order(grid.x);
-  for (unsigned i = 0; i < grid.x; ++i) order[i] = i;
+  const unsigned n_cta = grid.x * grid.y * grid.z; /* 3-D grids: CTA i is (i % x, i / x % y, i / (x·y)) */
+  std::vector<unsigned> order(n_cta);
+  for (unsigned i = 0; i < n_cta; ++i) order[i] = i;
   std::shuffle(order.begin(), order.end(), rng);
   std::vector<int> perm(nt);
   for (unsigned bi : order) {
     memset(sm.data(), 0xff, sm.size());
-    cur_bidx = dim3(bi, 0, 0);
+    cur_bidx = dim3(bi % grid.x, bi / grid.x % grid.y, bi / (grid.x * grid.y));
     bar_arrived = exited = 0;
     for (int w = 0; w < nt / 32; ++w) warps[w].arrived = 0;
     for (int t = 0; t < nt; ++t) {
