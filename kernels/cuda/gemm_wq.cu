@@ -124,6 +124,7 @@ enum {
   QQ_WQ_MIN_CHUNKS = 4,    /* split-K never leaves a warp fewer than 4 chunks (2 KiB): below that the
                               fixed cost per warp (scale loads, slot write) is no longer small */
   QQ_WQ_BLOCK_OVERHEAD = 2, /* fixed cost of a block (start-up latency, group metadata), in chunk-times */
+  QQ_WQ_M1_BLOCKS_PER_SM_X2 = 5, /* one m-tile: split-K aims at 2.5 blocks per SM (wq_choose_skb) */
   QQ_WQ_SKINNY_MAX_M = 32, /* default: more rows go through dequantize + cuBLASLt (H200: at 64 rows that is
                               1.6–2.3× faster than the skinny kernel on the 7B shapes, at 32 rows 0.55–1.4×) */
 };
@@ -1326,10 +1327,20 @@ static int wq_choose_r(const qq_cuda_wq *w, int mt) { return mt <= 2 && w->n_til
  * (the cap). A model, not a measurement: the benchmark prints the plan next to each time. */
 static int wq_choose_skb(const qq_cuda_wq *w, int mt, int32_t occ_blocks, int64_t rows) {
   const int64_t occ = occ_blocks > 0 ? occ_blocks : 1;
-  const int64_t slots = (int64_t)(w->sm_count > 0 ? w->sm_count : 1) * occ;
+  const int64_t sms = w->sm_count > 0 ? w->sm_count : 1;
+  const int64_t slots = sms * occ;
   int64_t cap = w->kc / (w->min_chunks > 0 ? w->min_chunks : 1);
   if (cap < 1) cap = 1;
   if (cap > INT32_MAX / rows) cap = INT32_MAX / rows;
+  if (mt == 1) {
+    /* One m-tile (m ≤ 16): measured on the H200 (bench/results/cuda-h200-2026-12-01b), the best
+     * split gives each SM about 2–4 blocks, not the one full wave of resident blocks the model below
+     * picks: m = 1 W4 qkv 1.17× bf16 at 288 blocks vs 1.08× at 792, o 1.20× at 224 vs 1.02× at 784,
+     * down 1.86× at 392 vs 1.78× at 784, gate_up 2.49× at 592 (the model's choice). Past ~2.5 blocks
+     * per SM the blocks' fixed costs add up faster than the shorter k-ranges save. */
+    const int64_t want = (QQ_WQ_M1_BLOCKS_PER_SM_X2 * sms + 2 * rows - 1) / (2 * rows);
+    return (int)(want < 1 ? 1 : want > cap ? cap : want);
+  }
   int best = 1;
   double best_cost = 0;
   for (int64_t skb = 1; skb <= cap; skb++) {
