@@ -63,10 +63,6 @@ typedef struct qq_calib_acts qq_calib_acts;
 qq_status qq_calib_acts_create(qq_model *m, const qq_calib_data *d, qq_calib_acts **out, qq_error *err);
 void qq_calib_acts_free(qq_calib_acts *a);
 size_t qq_calib_acts_bytes(const qq_calib_acts *a);
-int32_t qq_calib_acts_samples(const qq_calib_acts *a);
-int32_t qq_calib_acts_seqlen(const qq_calib_acts *a);
-/* Hidden states of sample i (0 <= i < samples) at the current layer: [seqlen][hidden], borrowed. */
-const float *qq_calib_acts_sample(const qq_calib_acts *a, int32_t i);
 
 /* Runs decoder layer `layer` over every sample without changing the stored activations, accumulating
  * the statistics of the inputs whose bit (1 << qq_calib_input) is set in `inputs` into stats[input]

@@ -59,11 +59,6 @@ void qq_calib_acts_free(qq_calib_acts *a) {
 }
 
 size_t qq_calib_acts_bytes(const qq_calib_acts *a) { return sizeof(float) * (size_t)a->n_samples * a->seqlen * a->hidden; }
-int32_t qq_calib_acts_samples(const qq_calib_acts *a) { return a->n_samples; }
-int32_t qq_calib_acts_seqlen(const qq_calib_acts *a) { return a->seqlen; }
-const float *qq_calib_acts_sample(const qq_calib_acts *a, int32_t i) {
-  return a->x + (size_t)i * a->seqlen * a->hidden;
-}
 
 typedef struct capture_ctx {
   uint32_t inputs;

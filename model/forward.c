@@ -298,9 +298,9 @@ qq_status qq_model_scratch_reserve(qq_model *m, int32_t n_tokens, int32_t n_rows
 
 /* ---- one decoder layer ---- */
 
-qq_status qq_model_attn_step(qq_model *m, int32_t l, int32_t n, const int32_t *pos, const qq_attn_seq *seqs,
-                             int32_t n_seqs, int32_t block_tokens, void *k_cache, void *v_cache, qq_capture_fn cap,
-                             void *user, qq_error *err) {
+qq_status qq_model_layer_step(qq_model *m, int32_t l, int32_t n, const int32_t *pos, const qq_attn_seq *seqs,
+                              int32_t n_seqs, int32_t block_tokens, void *k_cache, void *v_cache,
+                              qq_capture_fn cap, void *user, qq_error *err) {
   const qq_config *c = &m->cfg;
   qq_layer *L = &m->layers[l];
   qq_scratch *s = &m->sc;
@@ -310,7 +310,7 @@ qq_status qq_model_attn_step(qq_model *m, int32_t l, int32_t n, const int32_t *p
 #define TRY(x) \
   if ((st = (x)) != QQ_OK) return st
 
-  /* attention block: xn = norm(x); q,k,v = xn·W; (q/k norm); rope; attn; o = attn·Wo */
+  /* attention block: xn = norm(x); q,k,v = xn·W; (q/k norm); rope; attn; x += attn·Wo */
   TRY(qq_op_rmsnorm(be, s->x, L->norm_in, n, c->hidden_size, eps, s->xn, err));
   if (cap) cap(user, l, QQ_LIN_Q, s->xn, n, c->hidden_size);
   TRY(qq_op_matmul(be, L->lin[QQ_LIN_Q], s->xn, n, s->q, err));   /* [n, hidden] -> [n, heads*hd] */
@@ -327,24 +327,6 @@ qq_status qq_model_attn_step(qq_model *m, int32_t l, int32_t n, const int32_t *p
   TRY(qq_op_attention(be, &ap, seqs, n_seqs, s->q, s->k, s->v, k_cache, v_cache, s->attn, err));
   if (cap) cap(user, l, QQ_LIN_O, s->attn, n, m->q_dim);
   TRY(qq_op_matmul(be, L->lin[QQ_LIN_O], s->attn, n, s->o, err)); /* [n, heads*hd] -> [n, hidden] */
-#undef TRY
-  return QQ_OK;
-}
-
-qq_status qq_model_layer_step(qq_model *m, int32_t l, int32_t n, const int32_t *pos, const qq_attn_seq *seqs,
-                              int32_t n_seqs, int32_t block_tokens, void *k_cache, void *v_cache,
-                              qq_capture_fn cap, void *user, qq_error *err) {
-  const qq_config *c = &m->cfg;
-  qq_layer *L = &m->layers[l];
-  qq_scratch *s = &m->sc;
-  qq_backend *be = m->be;
-  const float eps = (float)c->rms_norm_eps;
-  qq_status st;
-#define TRY(x) \
-  if ((st = (x)) != QQ_OK) return st
-
-  /* attention block: x += o_proj(attention(norm(x))) */
-  TRY(qq_model_attn_step(m, l, n, pos, seqs, n_seqs, block_tokens, k_cache, v_cache, cap, user, err));
   TRY(qq_op_add(be, s->x, s->o, (size_t)n * c->hidden_size, err));
 
   /* MLP block: x += (silu(xn·Wg) * (xn·Wu))·Wd */

@@ -19,10 +19,8 @@ qq_status qq_model_embed(qq_model *m, const int32_t *tokens, int32_t n, float *x
   return qq_backend_download_f32(m->be, m->sc.x, (size_t)n * m->cfg.hidden_size, x, err);
 }
 
-/* One decoder layer (attn_only: its attention block) over x [n][hidden] as one sequence at positions
- * 0..n-1; the result (x + block outputs, or the attention output alone) is downloaded into out. */
-static qq_status layer_run(qq_model *m, int32_t layer, const float *x, int32_t n, bool attn_only, qq_capture_fn cap,
-                           void *user, float *out, qq_error *err) {
+qq_status qq_model_layer_forward(qq_model *m, int32_t layer, float *x, int32_t n, qq_capture_fn cap, void *user,
+                                 qq_error *err) {
   qq_status st = check_layer(m, layer, err);
   if (st != QQ_OK) return st;
   if (n <= 0) return qq_error_set(err, QQ_ERR_INVALID_ARG, "layer forward: n = %d", n);
@@ -40,25 +38,13 @@ static qq_status layer_run(qq_model *m, int32_t layer, const float *x, int32_t n
   if ((st = qq_backend_alloc(m->be, elems, &vc, err)) != QQ_OK) goto done;
   if ((st = qq_backend_upload_f32(m->be, x, (size_t)n * m->cfg.hidden_size, m->sc.x, err)) != QQ_OK) goto done;
   qq_attn_seq seq = {.row = 0, .n_new = n, .n_past = 0, .blocks = &block0};
-  if (attn_only) st = qq_model_attn_step(m, layer, n, pos, &seq, 1, n, kc, vc, cap, user, err);
-  else st = qq_model_layer_step(m, layer, n, pos, &seq, 1, n, kc, vc, cap, user, err);
-  if (st != QQ_OK) goto done;
-  st = qq_backend_download_f32(m->be, attn_only ? m->sc.o : m->sc.x, (size_t)n * m->cfg.hidden_size, out, err);
+  if ((st = qq_model_layer_step(m, layer, n, pos, &seq, 1, n, kc, vc, cap, user, err)) != QQ_OK) goto done;
+  st = qq_backend_download_f32(m->be, m->sc.x, (size_t)n * m->cfg.hidden_size, x, err);
 done:
   qq_backend_release(m->be, kc);
   qq_backend_release(m->be, vc);
   free(pos);
   return st;
-}
-
-qq_status qq_model_layer_forward(qq_model *m, int32_t layer, float *x, int32_t n, qq_capture_fn cap, void *user,
-                                 qq_error *err) {
-  return layer_run(m, layer, x, n, false, cap, user, x, err);
-}
-
-qq_status qq_model_layer_attention(qq_model *m, int32_t layer, const float *x, int32_t n, float *out,
-                                   qq_error *err) {
-  return layer_run(m, layer, x, n, true, NULL, NULL, out, err);
 }
 
 qq_status qq_model_head_forward(qq_model *m, const float *x, int32_t n, float *out, qq_error *err) {

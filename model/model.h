@@ -401,11 +401,6 @@ qq_status qq_model_embed(qq_model *m, const int32_t *tokens, int32_t n, float *x
 /* x [n][hidden] <- decoder layer `layer` applied to x (causal, positions 0..n-1). cap may be NULL. */
 qq_status qq_model_layer_forward(qq_model *m, int32_t layer, float *x, int32_t n, qq_capture_fn cap,
                                  void *user, qq_error *err);
-/* out [n][hidden] = the attention block of decoder layer `layer` applied to x [n][hidden] without the
- * residual: o_proj(attention(input_layernorm(x))) (causal, positions 0..n-1), with the weights the model
- * holds now. x is not changed. */
-qq_status qq_model_layer_attention(qq_model *m, int32_t layer, const float *x, int32_t n, float *out,
-                                   qq_error *err);
 /* Final norm + head on the rows of x [n][hidden]: out [n][output_dim]. */
 qq_status qq_model_head_forward(qq_model *m, const float *x, int32_t n, float *out, qq_error *err);
 /* Replaces a layer's linear weight (and bias) with a new one (fp32 or quantized, see kernels.h). */

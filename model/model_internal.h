@@ -69,10 +69,5 @@ qq_status qq_model_scratch_reserve(qq_model *m, int32_t n_tokens, int32_t n_rows
 qq_status qq_model_layer_step(qq_model *m, int32_t layer, int32_t n, const int32_t *pos, const qq_attn_seq *seqs,
                               int32_t n_seqs, int32_t block_tokens, void *k_cache, void *v_cache,
                               qq_capture_fn cap, void *user, qq_error *err);
-/* The attention half of qq_model_layer_step: m->sc.o = o_proj(attention(input_layernorm(m->sc.x))),
- * without the residual add (m->sc.x is not changed). */
-qq_status qq_model_attn_step(qq_model *m, int32_t layer, int32_t n, const int32_t *pos, const qq_attn_seq *seqs,
-                             int32_t n_seqs, int32_t block_tokens, void *k_cache, void *v_cache, qq_capture_fn cap,
-                             void *user, qq_error *err);
 
 #endif
