@@ -19,7 +19,7 @@
 
 qq_awq_options qq_awq_options_default(void) {
   qq_awq_options o = {
-      .n_grid = 20, .clip = true, .clip_grid = 20, .max_shrink = 0.5, .refine_sweeps = 1};
+      .n_grid = 20, .clip = true, .clip_grid = 20, .max_shrink = 0.5, .refine_sweeps = 2};
   return o;
 }
 

@@ -106,7 +106,7 @@ typedef struct qq_awq_options {
   bool clip;             /* run the clipping search after scaling (default true) */
   int32_t clip_grid;     /* shrink steps (default 20) */
   double max_shrink;     /* clip max|w| down to at most (1 − max_shrink) (default 0.5) */
-  int32_t refine_sweeps; /* passes of qq_awq_refine_grid after clipping, every linear (default 1; 0 off) */
+  int32_t refine_sweeps; /* passes of qq_awq_refine_grid after clipping, every linear (default 2; 0 off) */
 } qq_awq_options;
 qq_awq_options qq_awq_options_default(void);
 
