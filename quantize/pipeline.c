@@ -296,7 +296,7 @@ static qq_dtype norm_dtype(const qq_config *cfg) {
 
 /* AWQ for one layer: scale searches (q/k/v with input norm, o with v when shapes allow, gate/up with the
  * post-attention norm, down with up), folds, clipping (not for q and k, whose errors the softmax
- * amplifies: AutoAWQ skips them too), RTN of the scaled and clipped weights. */
+ * amplifies: AutoAWQ skips them too), RTN of the scaled and clipped weights, grid refinement. */
 static qq_status run_awq(layer_ctx *c, const qq_calib_acts *a, float *norm_in, float *norm_post, qq_error *err) {
   qq_calib_stats s[QQ_CIN_COUNT];
   double t0 = qq_now_sec();
@@ -352,6 +352,12 @@ static qq_status run_awq(layer_ctx *c, const qq_calib_acts *a, float *norm_in, f
     if (c->o->awq.clip && id != QQ_LIN_Q && id != QQ_LIN_K) st = qq_awq_clip(wc, n, k, si->h, &c->qp, &c->o->awq, err);
     qq_qweight q;
     if (!st) st = qq_rtn_quantize(wc, n, k, &c->qp, &q, err);
+    /* Grid refinement against the unclipped scaled weights, for q and k too (least squares on their
+     * own outputs; unlike clipping, it lowered perplexity there: docs/quality.md). */
+    if (!st && c->o->awq.refine_sweeps > 0) {
+      st = qq_awq_refine_grid(c->w[id], si->h, &c->qp, c->o->awq.refine_sweeps, &q, err);
+      if (st) qq_qweight_free(&q);
+    }
     free(wc);
     /* Error of the scaled weights against the scaled inputs' H: the same as in the original space. */
     if (!st) st = finish_qint(c, (qq_linear_id)id, &q, c->w[id], si->h, err);

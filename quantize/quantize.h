@@ -106,6 +106,7 @@ typedef struct qq_awq_options {
   bool clip;             /* run the clipping search after scaling (default true) */
   int32_t clip_grid;     /* shrink steps (default 20) */
   double max_shrink;     /* clip max|w| down to at most (1 − max_shrink) (default 0.5) */
+  int32_t refine_sweeps; /* passes of qq_awq_refine_grid after clipping, every linear (default 2; 0 off) */
 } qq_awq_options;
 qq_awq_options qq_awq_options_default(void);
 
@@ -121,6 +122,13 @@ qq_status qq_awq_search_scale(const float *const *w, const int32_t *n, int32_t n
  * Δ H_gg Δᵀ over the group's diagonal block of H; w [n][k] is clipped in place. */
 qq_status qq_awq_clip(float *w, int32_t n, int32_t k, const double *h, const qq_qparams *p,
                       const qq_awq_options *o, qq_error *err);
+
+/* Refines the grid of an RTN result q of w [n][k] (same space as h): per row, each group's scale (and
+ * zero, by ±1) is re-fitted in turn by least squares against the row's output error
+ * (w − ŵ) H (w − ŵ)ᵀ over the whole row (the other groups' errors included), the group's codes
+ * re-rounded to the new grid; a change is kept only when that error goes down. sweeps passes. */
+qq_status qq_awq_refine_grid(const float *w, const double *h, const qq_qparams *p, int32_t sweeps, qq_qweight *q,
+                             qq_error *err);
 
 /* ================================ SmoothQuant ================================ */
 

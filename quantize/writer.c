@@ -221,6 +221,7 @@ static cJSON *qquant_meta_json(const qq_quantized *q) {
   } else if (o->method == QQ_METHOD_AWQ) {
     cJSON_AddNumberToObject(j, "awq_grid", o->awq.n_grid);
     cJSON_AddBoolToObject(j, "awq_clip", o->awq.clip);
+    cJSON_AddNumberToObject(j, "awq_refine_sweeps", o->awq.refine_sweeps);
     cJSON_AddNumberToObject(j, "awq_max_shrink", o->awq.max_shrink);
   } else if (o->method == QQ_METHOD_SMOOTHQUANT) {
     cJSON_AddNumberToObject(j, "alpha", o->sq_alpha);

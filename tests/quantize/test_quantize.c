@@ -375,6 +375,56 @@ static void test_awq_search_and_clip(void **state) {
   free(h);
 }
 
+/* Grid refinement: every row's output error, evaluated naively in double from the dequantized weights,
+ * is at most RTN's (changes are kept only when they lower it) and clearly lower in total; the codes are
+ * still round-to-nearest on the final grid, scales representable in F16, zeros in range; 3-bit with
+ * zero_min 1 (GPTQ layout) too. */
+static void test_awq_refine_grid(void **state) {
+  (void)state;
+  enum { RN = 12, RK = 64, RM = 400 };
+  for (int bits = 3; bits <= 4; bits++) {
+    float *w = malloc(sizeof(float) * RN * RK), *x = malloc(sizeof(float) * RM * RK);
+    float *w0 = malloc(sizeof(float) * RN * RK), *w1 = malloc(sizeof(float) * RN * RK);
+    double *h = malloc(sizeof(double) * RK * RK);
+    make_problem(21 + bits, RM, RN, RK, w, h, x);
+    qq_qparams p = qq_qparams_default();
+    p.bits = bits;
+    p.group_size = 16;
+    p.scale_dtype = QQ_SCALE_F16;
+    p.zero_min = bits == 3 ? 1 : 0;
+    qq_qweight q;
+    qq_error err = {0};
+    QQ_ASSERT_OK(qq_rtn_quantize(w, RN, RK, &p, &q, &err), &err);
+    qq_qweight_dequant(&q, w0);
+    QQ_ASSERT_OK(qq_awq_refine_grid(w, h, &p, 2, &q, &err), &err);
+    qq_qweight_dequant(&q, w1);
+    double t0 = 0, t1 = 0;
+    for (int32_t r = 0; r < RN; r++) {
+      double e0 = direct_err(x, RM, w + r * RK, w0 + r * RK, 1, RK), e1 = direct_err(x, RM, w + r * RK, w1 + r * RK, 1, RK);
+      assert_true(e1 <= e0 * (1 + 1e-9));
+      t0 += e0;
+      t1 += e1;
+    }
+    assert_true(t1 < 0.95 * t0);
+    for (int32_t r = 0; r < RN; r++)
+      for (int32_t g = 0; g < RK / 16; g++) {
+        const float sc = q.scales[r * (RK / 16) + g];
+        const uint8_t z = q.zeros[r * (RK / 16) + g];
+        assert_true(sc > 0.0f && sc == qq_f16_to_f32(qq_f32_to_f16(sc)));
+        assert_true(z >= p.zero_min && z < (1 << bits));
+        for (int32_t j = g * 16; j < g * 16 + 16; j++) assert_int_equal(q.codes[r * RK + j], qq_rtn_code(w[r * RK + j], sc, z, bits));
+      }
+    /* zero sweeps change nothing */
+    uint8_t *c1 = malloc(RN * RK);
+    memcpy(c1, q.codes, RN * RK);
+    QQ_ASSERT_OK(qq_awq_refine_grid(w, h, &p, 0, &q, &err), &err);
+    assert_memory_equal(c1, q.codes, RN * RK);
+    free(c1);
+    qq_qweight_free(&q);
+    free(w); free(x); free(w0); free(w1); free(h);
+  }
+}
+
 static void test_smoothquant_scales_and_fold(void **state) {
   (void)state;
   /* max|X| = [4, 1], max|W| over both linears = [1, 4]: α = 0.5 → s = [2/1, 1/2]. */
@@ -412,6 +462,7 @@ int main(void) {
       cmocka_unit_test(test_gptq_rejects_bad_hessian),
       cmocka_unit_test(test_gptq_dead_column),
       cmocka_unit_test(test_awq_search_and_clip),
+      cmocka_unit_test(test_awq_refine_grid),
       cmocka_unit_test(test_smoothquant_scales_and_fold),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -45,6 +45,7 @@ static void usage(FILE *f) {
           "  --block-size N      gptq: lazy update block (default 128)\n"
           "  --awq-grid N        awq: α grid points (default 20)\n"
           "  --no-clip           awq: skip the weight clipping search\n"
+          "  --awq-refine N      awq: passes of least-squares grid refinement after clipping (default 2; 0 off)\n"
           "  --alpha A           smoothquant: migration strength in [0, 1] (default 0.5)\n"
           "  --static-act        smoothquant: static per-tensor activation scales from calibration\n"
           "                      (default: dynamic per-token)\n"
@@ -91,7 +92,7 @@ static int fail(qq_error *err, const char *what) {
 static int run(int argc, char **argv) {
   const char *method_s = NULL, *model_dir = NULL, *out_dir = NULL, *calib_path = NULL, *format_s = "auto";
   long bits = -1, group = 0, samples = 128, seqlen = 512, threads = 0, seed = 0, max_shard_mb = 4096;
-  long block = 128, grid = 20;
+  long block = 128, grid = 20, refine = 2;
   double damp = 0.01, alpha = 0.5;
   int sym = -1;
   bool act_order = false, static_groups = false, no_true_seq = false, no_clip = false, static_act = false,
@@ -126,6 +127,8 @@ static int run(int argc, char **argv) {
       if (!qq_cli_int(CMD, a, argv[++i], 1, 1 << 16, &block)) return 2;
     } else if (!strcmp(a, "--awq-grid") && hv) {
       if (!qq_cli_int(CMD, a, argv[++i], 1, 1000, &grid)) return 2;
+    } else if (!strcmp(a, "--awq-refine") && hv) {
+      if (!qq_cli_int(CMD, a, argv[++i], 0, 100, &refine)) return 2;
     } else if (!strcmp(a, "--damp") && hv) {
       if (!qq_cli_float(CMD, a, argv[++i], 1e-6, 10.0, &damp)) return 2;
     } else if (!strcmp(a, "--alpha") && hv) {
@@ -183,6 +186,7 @@ static int run(int argc, char **argv) {
   o.true_sequential = !no_true_seq;
   o.awq.n_grid = (int32_t)grid;
   o.awq.clip = !no_clip;
+  o.awq.refine_sweeps = (int32_t)refine;
   o.sq_alpha = alpha;
   o.sq_static_act = static_act;
   if ((act_order || static_groups || no_true_seq) && method != QQ_METHOD_GPTQ) {
