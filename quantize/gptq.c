@@ -16,7 +16,7 @@
 #include "quantize.h"
 
 qq_gptq_options qq_gptq_options_default(void) {
-  qq_gptq_options o = {.damp_percent = 0.01, .block_size = 128, .act_order = false, .static_groups = false};
+  qq_gptq_options o = {.damp_percent = 0.01, .block_size = 128, .act_order = true, .static_groups = false};
   return o;
 }
 

@@ -82,7 +82,8 @@ qq_status qq_w8a8_quantize(const float *w, int32_t n, int32_t k, qq_scale_dtype 
 typedef struct qq_gptq_options {
   double damp_percent;  /* λ = damp_percent · mean(diag H) added to the diagonal (default 0.01) */
   int32_t block_size;   /* lazy-batch block of columns (default 128) */
-  bool act_order;       /* process columns by decreasing diag(H); writes g_idx (default false) */
+  bool act_order;       /* process columns by decreasing diag(H); writes g_idx when grouped (default true;
+                         * the AutoAWQ layout has no g_idx: turn it off to write GPTQ weights there) */
   bool static_groups;   /* group scales from the unmodified W before any update (default false) */
 } qq_gptq_options;
 qq_gptq_options qq_gptq_options_default(void);

@@ -422,6 +422,7 @@ static qq_quantize_options config_options(const qq_synth_quant *q) {
   o.bits = q->bits;
   o.group_size = q->group_size;
   o.sym = q->sym;
+  o.gptq.act_order = false; /* random codes in natural column order: no g_idx */
   return o;
 }
 

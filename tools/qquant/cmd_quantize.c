@@ -38,7 +38,9 @@ static void usage(FILE *f) {
           "  --seed S            window sampling seed (default 0)\n"
           "  --device cpu        calibration runs on the CPU backend (cuda is not implemented for it)\n"
           "  --threads N         CPU threads (default: QQ_THREADS or all CPUs)\n"
-          "  --act-order         gptq: columns by decreasing Hessian diagonal, g_idx written\n"
+          "  --act-order         gptq: columns by decreasing Hessian diagonal, g_idx written (the default,\n"
+          "                      except with --format awq, which has no g_idx)\n"
+          "  --no-act-order      gptq: columns in their natural order\n"
           "  --static-groups     gptq: group scales fixed before any update\n"
           "  --no-true-sequential gptq: one capture per layer instead of q/k/v, o, gate/up, down in turn\n"
           "  --damp P            gptq: damping as a fraction of the mean Hessian diagonal (default 0.01)\n"
@@ -95,7 +97,8 @@ static int run(int argc, char **argv) {
   long block = 128, grid = 20, refine = 2;
   double damp = 0.01, alpha = 0.5;
   int sym = -1;
-  bool act_order = false, static_groups = false, no_true_seq = false, no_clip = false, static_act = false,
+  int act_order = -1; /* -1: the method's default */
+  bool static_groups = false, no_true_seq = false, no_clip = false, static_act = false,
        force = false, group_set = false;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -145,7 +148,8 @@ static int run(int argc, char **argv) {
       }
     } else if (!strcmp(a, "--sym")) sym = 1;
     else if (!strcmp(a, "--asym")) sym = 0;
-    else if (!strcmp(a, "--act-order")) act_order = true;
+    else if (!strcmp(a, "--act-order")) act_order = 1;
+    else if (!strcmp(a, "--no-act-order")) act_order = 0;
     else if (!strcmp(a, "--static-groups")) static_groups = true;
     else if (!strcmp(a, "--no-true-sequential")) no_true_seq = true;
     else if (!strcmp(a, "--no-clip")) no_clip = true;
@@ -181,7 +185,9 @@ static int run(int argc, char **argv) {
   }
   o.gptq.damp_percent = damp;
   o.gptq.block_size = (int32_t)block;
-  o.gptq.act_order = act_order;
+  /* GPTQ's default is act-order (as GPTQModel's): measured better at W3 and W4 on the fixtures
+   * (docs/quality.md). The AutoAWQ layout cannot hold the g_idx it needs. */
+  o.gptq.act_order = act_order >= 0 ? act_order == 1 : qq_quantize_resolve_format(&o) != QQ_OUT_AWQ;
   o.gptq.static_groups = static_groups;
   o.true_sequential = !no_true_seq;
   o.awq.n_grid = (int32_t)grid;
@@ -189,8 +195,8 @@ static int run(int argc, char **argv) {
   o.awq.refine_sweeps = (int32_t)refine;
   o.sq_alpha = alpha;
   o.sq_static_act = static_act;
-  if ((act_order || static_groups || no_true_seq) && method != QQ_METHOD_GPTQ) {
-    fprintf(stderr, "qquant: --act-order / --static-groups / --no-true-sequential are GPTQ options\n");
+  if ((act_order >= 0 || static_groups || no_true_seq) && method != QQ_METHOD_GPTQ) {
+    fprintf(stderr, "qquant: --act-order / --no-act-order / --static-groups / --no-true-sequential are GPTQ options\n");
     return 2;
   }
   if (static_act && method != QQ_METHOD_SMOOTHQUANT) {
