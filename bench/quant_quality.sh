@@ -9,13 +9,18 @@
 #   bench/quant_quality.sh BIN_DIR FIXTURES_DIR OUT_DIR [JOBS] [MODELS...]
 # JOBS (default 1) configurations run at once, each with --threads 2 (QQ_THREADS). MODELS default to
 # qwen2-tiny-lm qwen3-tiny-lm qwen2-tiny-spam-cls. QQ_QUALITY_FILTER (an extended regex on the
-# "model method options" lines) runs a subset.
+# "model method options" lines) runs a subset. QQ_EVAL_OPTS: options of the evaluations (default
+# "--device cpu --dtype fp32").
 set -euo pipefail
 bin=$(realpath "$1"); fx=$(realpath "$2"); out=$(realpath -m "$3"); jobs=${4:-1}
 shift $(( $# < 4 ? $# : 4 ))
 models=("$@")
 [ ${#models[@]} -gt 0 ] || models=(qwen2-tiny-lm qwen3-tiny-lm qwen2-tiny-spam-cls)
 threads=${QQ_THREADS:-2}
+# The table's evaluations are fp32 (`qquant eval` would otherwise pick a GPU when there is one, in
+# bf16). QQ_EVAL_OPTS replaces these options, e.g. "--device cuda --dtype fp32" to evaluate on a GPU,
+# which gives the CPU's fp32 figures to ~1e-6 (bench/results/cuda-h200-2026-12-01) much faster.
+eval_opts=${QQ_EVAL_OPTS:---device cpu --dtype fp32}
 calib=$fx/corpora/calib-mix.jsonl
 mkdir -p "$out/runs"
 
@@ -59,7 +64,7 @@ run_one() {
   if [ "$model" = qwen2-tiny-spam-cls ]; then
     local ej
     ej=$("$bin/qquant" eval --model "$q" --classify "$fx/corpora/spam-val.jsonl" --kl-ref "$src" --threads "$threads" \
-      --json --quiet)
+      $eval_opts --json --quiet)
     line=$(printf '{"model":"%s","method":"%s","options":"%s","corpus":"spam-val","eval":%s,"report":%s}' \
       "$model" "$method" "${opts[*]}" "$ej" "$qj")
     echo "$line" | tr -d '\n\t' > "$dir.jsonl"; echo >> "$dir.jsonl"
@@ -68,7 +73,7 @@ run_one() {
     for c in wikitext2-test.txt:40 brown-dev.txt:200; do
       local ej
       ej=$("$bin/qquant" eval --model "$q" --ppl "$fx/corpora/${c%%:*}" --windows "${c##*:}" --kl-ref "$src" \
-        --threads "$threads" --json --quiet)
+        --threads "$threads" $eval_opts --json --quiet)
       line=$(printf '{"model":"%s","method":"%s","options":"%s","corpus":"%s","eval":%s,"report":%s}' \
         "$model" "$method" "${opts[*]}" "${c%%:*}" "$ej" "$qj")
       echo "$line" | tr -d '\n\t' >> "$dir.jsonl"; echo >> "$dir.jsonl"
