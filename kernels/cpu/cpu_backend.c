@@ -371,16 +371,7 @@ static qq_status cpu_attention(qq_backend *be, const qq_attn_params *p, const qq
     max_len = QQ_MAX(max_len, (size_t)(seqs[s].n_past + seqs[s].n_new));
     max_new = QQ_MAX(max_new, (size_t)seqs[s].n_new);
   }
-  /* Diagnostics (bench/results/cpu-quantize.md): QQ_CPU_ATTN_BLOCK=N blocks of N new tokens (a huge N:
-   * the whole prompt at once, as before the blocking), QQ_CPU_EXPF=1 the libm expf. */
-  static int32_t blk = -1, use_expf = -1;
-  if (blk < 0) {
-    const char *e = getenv("QQ_CPU_ATTN_BLOCK");
-    blk = e && atoi(e) > 0 ? atoi(e) : QQ_CPU_ATTN_BLOCK;
-    e = getenv("QQ_CPU_EXPF");
-    use_expf = e && atoi(e) > 0;
-  }
-  const size_t max_block = QQ_MIN(max_new, (size_t)blk);
+  const size_t max_block = QQ_MIN(max_new, (size_t)QQ_CPU_ATTN_BLOCK);
   float *kt = malloc(max_len * hd * sizeof(float));
   float *vt = malloc(max_len * hd * sizeof(float));
   float *qs = malloc(max_new * group * hd * sizeof(float));
@@ -403,8 +394,8 @@ static qq_status cpu_attention(qq_backend *be, const qq_attn_params *p, const qq
       for (int32_t i = 0; i < T; i++)
         memcpy(qs + (size_t)i * group * hd, q + ((size_t)(sq->row + i) * nh + h * group) * hd,
                (size_t)group * hd * sizeof(float));
-      for (int32_t i0 = 0; i0 < T; i0 += blk) {
-        const int32_t nb = QQ_MIN(blk, T - i0), R = nb * group;
+      for (int32_t i0 = 0; i0 < T; i0 += QQ_CPU_ATTN_BLOCK) {
+        const int32_t nb = QQ_MIN(QQ_CPU_ATTN_BLOCK, T - i0), R = nb * group;
         const int32_t Lb = sq->n_past + i0 + nb; /* keys the block's last token attends to */
         sgemm_nt(qs + (size_t)i0 * group * hd, hd, kt, hd, R, Lb, hd, 0.0f, sc);
         for (int32_t r = 0; r < R; r++) {
@@ -415,12 +406,7 @@ static qq_status cpu_attention(qq_backend *be, const qq_attn_params *p, const qq
             row[j] *= p->scale;
             mx = row[j] > mx ? row[j] : mx; /* fmaxf without the call: NaN skipped alike */
           }
-          double sum = 0;
-          if (use_expf) {
-            for (int32_t j = 0; j <= last; j++) sum += (row[j] = expf(row[j] - mx));
-          } else {
-            sum = qq_cpu_exp_shift_sum(row, last + 1, mx);
-          }
+          const double sum = qq_cpu_exp_shift_sum(row, last + 1, mx);
           const float inv = (float)(1.0 / sum);
           for (int32_t j = 0; j <= last; j++) row[j] *= inv;
           for (int32_t j = last + 1; j < Lb; j++) row[j] = 0.0f;
