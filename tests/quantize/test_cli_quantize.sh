@@ -36,6 +36,9 @@ refused "awq needs calibration data" --method awq --model "$M" --out "$T/out"
 refused "no calibration text" --method gptq --model "$M" --out "$T/out" --calib "$T/empty.jsonl"
 refused "fewer than one window of 512" --method gptq --model "$M" --out "$T/out" --calib "$T/short.jsonl"
 refused "bad.jsonl" --method gptq --model "$M" --out "$T/out" --calib "$T/bad.jsonl"
+refused "are GPTQ options" --method awq --no-act-order --model "$M" --out "$T/out" --calib "$C"
+# act-order is GPTQ's default, but only asked for explicitly is it refused with the AutoAWQ layout
+refused "act-order needs g_idx" --method gptq --format awq --act-order --model "$M" --out "$T/out" --calib "$C"
 mkdir "$T/out"
 keep_out=1 refused "already exists (use --force" --method rtn --model "$M" --out "$T/out"
 [ -z "$(ls -A "$T/out")" ] || fail "the existing folder was written into"
@@ -70,6 +73,11 @@ for key in '"layers"' '"rel_err"' '"peak_rss_bytes"' '"seconds"' '"sha256"'; do
 done
 grep -q '"quant_method":[[:space:]]*"gptq"' "$T/gptq/config.json" || fail "config.json lacks quant_method gptq"
 [ -f "$T/gptq/tokenizer.json" ] || fail "tokenizer.json not copied"
+grep -q '"desc_act":[[:space:]]*true' "$T/gptq/config.json" || fail "GPTQ's default is act-order (desc_act true)"
+# GPTQ into the AutoAWQ layout (no g_idx): act-order is off by default there, and the run works.
+"$Q" --method gptq --format awq --asym --model "$M" --out "$T/gptq-awq" --calib "$C" --calib-samples 2 \
+  --calib-seqlen 64 --threads 2 > /dev/null 2> "$T/stderr" || fail "gptq --format awq: exit $? ($(tail -2 "$T/stderr"))"
+grep -q '"desc_act":[[:space:]]*true' "$T/gptq-awq/config.json" && fail "gptq --format awq wrote desc_act true"
 out=$("$Q" eval --model "$T/gptq" --ppl "$FX/corpora/wikitext2-test.txt" --windows 2 --json --quiet) \
   || fail "eval of the GPTQ checkpoint: exit $?"
 echo "$out" | grep -q '"ppl"' || fail "eval output: $out"
