@@ -225,7 +225,7 @@ static qq_status run_rtn(layer_ctx *c, qq_error *err) {
   return QQ_OK;
 }
 
-static qq_status gptq_group(layer_ctx *c, int g, const qq_calib_stats *s, qq_error *err) {
+static qq_status gptq_group(layer_ctx *c, int g, qq_calib_stats *s, qq_error *err) {
   for (int i = 0; i < 3 && GROUP_LINS[g][i] != QQ_LIN_COUNT; i++) {
     qq_linear_id id = GROUP_LINS[g][i];
     qq_qweight q;
@@ -272,10 +272,9 @@ static qq_status run_staged(layer_ctx *c, qq_calib_acts *a, int32_t h_samples, g
   return st;
 }
 
-static qq_status gptq_group_fn(layer_ctx *c, int g, qq_calib_stats *s, qq_error *err) { return gptq_group(c, g, s, err); }
 
 static qq_status run_gptq(layer_ctx *c, qq_calib_acts *a, qq_error *err) {
-  if (c->o->true_sequential) return run_staged(c, a, -1, gptq_group_fn, err);
+  if (c->o->true_sequential) return run_staged(c, a, -1, gptq_group, err);
   qq_calib_stats s[QQ_CIN_COUNT];
   double t0 = qq_now_sec();
   qq_status st = qq_calib_layer_stats(c->m, c->layer, a, 0xFu, true, s, err);
