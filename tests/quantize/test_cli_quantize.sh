@@ -37,6 +37,14 @@ refused "no calibration text" --method gptq --model "$M" --out "$T/out" --calib 
 refused "fewer than one window of 512" --method gptq --model "$M" --out "$T/out" --calib "$T/short.jsonl"
 refused "bad.jsonl" --method gptq --model "$M" --out "$T/out" --calib "$T/bad.jsonl"
 refused "are GPTQ options" --method awq --no-act-order --model "$M" --out "$T/out" --calib "$C"
+refused "--device 'gpu': expected cpu or cuda" --method gptq --device gpu --model "$M" --out "$T/out" --calib "$C"
+# --device cuda where there is no GPU (CI): a clear error naming CUDA, nothing written
+if ! command -v nvidia-smi > /dev/null 2>&1; then
+  "$Q" --method gptq --device cuda --calib-samples 2 --model "$M" --out "$T/out" --calib "$C" > /dev/null 2> "$T/stderr" &&
+    fail "qquant --device cuda without a GPU succeeded"
+  grep -qi "cuda" "$T/stderr" || fail "qquant --device cuda without a GPU: stderr lacks 'cuda': $(cat "$T/stderr")"
+  [ ! -e "$T/out" ] || fail "qquant --device cuda without a GPU created $T/out"
+fi
 # act-order is GPTQ's default, but only asked for explicitly is it refused with the AutoAWQ layout
 refused "act-order needs g_idx" --method gptq --format awq --act-order --model "$M" --out "$T/out" --calib "$C"
 mkdir "$T/out"

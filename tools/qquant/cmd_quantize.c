@@ -20,7 +20,7 @@
 static void usage(FILE *f) {
   fprintf(f,
           "usage: qquant --method rtn|gptq|awq|smoothquant --model DIR --out DIR [options]\n\n"
-          "Quantizes a Qwen2/Qwen3/Llama checkpoint layer by layer on the CPU and writes a checkpoint that\n"
+          "Quantizes a Qwen2/Qwen3/Llama checkpoint layer by layer and writes a checkpoint that\n"
           "AutoAWQ / GPTQ / compressed-tensors loaders (vLLM, transformers) and qquant itself load.\n\n"
           "  --method M          rtn | gptq | awq | smoothquant\n"
           "  --model DIR         Hugging Face checkpoint folder (config.json, safetensors, tokenizer.json)\n"
@@ -36,7 +36,9 @@ static void usage(FILE *f) {
           "  --calib-samples N   windows of calibration tokens (default 128)\n"
           "  --calib-seqlen L    tokens per window (default 512)\n"
           "  --seed S            window sampling seed (default 0)\n"
-          "  --device cpu        calibration runs on the CPU backend (cuda is not implemented for it)\n"
+          "  --device cpu|cuda   where calibration's layer forwards run (default cpu). cuda: the model on the\n"
+          "                      GPU in fp32; the statistics (max, mean, XᵀX), GPTQ/AWQ/SmoothQuant's\n"
+          "                      solves and the writing stay on the CPU (OpenBLAS)\n"
           "  --threads N         CPU threads (default: QQ_THREADS or all CPUs)\n"
           "  --act-order         gptq: columns by decreasing Hessian diagonal, g_idx written (the default,\n"
           "                      except with --format awq, which has no g_idx)\n"
@@ -94,6 +96,7 @@ static int fail(qq_error *err, const char *what) {
 static int run(int argc, char **argv) {
   const char *method_s = NULL, *model_dir = NULL, *out_dir = NULL, *calib_path = NULL, *format_s = "auto";
   long bits = -1, group = 0, samples = 128, seqlen = 512, threads = 0, seed = 0, max_shard_mb = 4096;
+  qq_device_kind device = QQ_DEVICE_CPU;
   long block = 128, grid = 20, refine = 2;
   double damp = 0.01, alpha = 0.5;
   int sym = -1;
@@ -138,11 +141,9 @@ static int run(int argc, char **argv) {
       if (!qq_cli_float(CMD, a, argv[++i], 0.0, 1.0, &alpha)) return 2;
     } else if (!strcmp(a, "--device") && hv) {
       const char *d = argv[++i];
-      if (!strcmp(d, "cuda")) {
-        fprintf(stderr, "qquant: --device cuda: calibration runs on the CPU backend only in this version\n");
-        return 2;
-      }
-      if (strcmp(d, "cpu")) {
+      if (!strcmp(d, "cuda")) device = QQ_DEVICE_CUDA;
+      else if (!strcmp(d, "cpu")) device = QQ_DEVICE_CPU;
+      else {
         fprintf(stderr, "qquant: --device '%s': expected cpu or cuda\n", d);
         return 2;
       }
@@ -250,7 +251,8 @@ static int run(int argc, char **argv) {
   const double t_calib = qq_now_sec() - t0;
 
   qq_model_options mo = qq_model_options_default();
-  mo.device = QQ_DEVICE_CPU;
+  mo.device = device;
+  mo.act = QQ_ACT_F32; /* calibration is fp32 on either device */
   mo.n_threads = (int32_t)threads;
   mo.load_tokenizer = false;
   qq_model *m = NULL;
