@@ -12,7 +12,13 @@
  * (the enqueue) is printed beside it.
  *
  *   bench_kernels_cuda [--iters N] [--rows 1,16,64,256] [--shapes qkv,o,gate_up,down] [--skip-attention]
- *                      [--skip-ceilings]   (the last two and --shapes: for profiling one kernel under ncu)
+ *                      [--skip-ceilings] [--skip-graph]   (these and --shapes: for profiling one kernel under ncu)
+ *
+ * "graph": besides the per-launch timings, each linear is also timed as a decode step runs it: many
+ * launches back to back in one CUDA Graph over distinct copies of the weights (rotated so that every
+ * launch reads its weights from HBM), per-launch time = graph time / launches (qq_bench_graph_us). The
+ * per-launch event timing carries a few microseconds of fixed cost that the graph does not; both are
+ * printed, and bench/peer_gemm.py times the PyTorch peers both ways too.
  */
 #include <math.h>
 #include <stdio.h>
@@ -60,18 +66,19 @@ static void fill_random(void *p, size_t bytes) {
 
 int main(int argc, char **argv) {
   std::vector<int> rows = {1, 8, 16, 32, 64, 256};
-  bool attention = true, ceil_on = true;
+  bool attention = true, ceil_on = true, graph_on = true;
   const char *only = NULL; /* comma list of shape names, NULL: all */
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--iters") && i + 1 < argc) iters = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--skip-attention")) attention = false;
     else if (!strcmp(argv[i], "--skip-ceilings")) ceil_on = false;
+    else if (!strcmp(argv[i], "--skip-graph")) graph_on = false;
     else if (!strcmp(argv[i], "--shapes") && i + 1 < argc) only = argv[++i];
     else if (!strcmp(argv[i], "--rows") && i + 1 < argc) {
       rows.clear();
       for (char *t = strtok(argv[++i], ","); t; t = strtok(NULL, ",")) rows.push_back(atoi(t));
     } else {
-      fprintf(stderr, "usage: %s [--iters N] [--rows 1,16,64,256] [--shapes qkv,o,gate_up,down] [--skip-attention] [--skip-ceilings]\n", argv[0]);
+      fprintf(stderr, "usage: %s [--iters N] [--rows 1,16,64,256] [--shapes qkv,o,gate_up,down] [--skip-attention] [--skip-ceilings] [--skip-graph]\n", argv[0]);
       return 2;
     }
   }
@@ -173,6 +180,33 @@ int main(int argc, char **argv) {
     da.w = ci8.data();
     da.scales = sc8.data();
     OK(qq_linear_create(be, &da, &la, &err));
+    /* graph mode: distinct copies of each weight, rotated (qq_bench_graph_us in gpu_timing.cuh) */
+    std::vector<void *> wds;
+    std::vector<qq_linear *> l4s, l8s, las;
+    if (graph_on) {
+      wds.push_back(wd);
+      for (int i = 1; i < qq_bench_copies(nk * 2); i++) {
+        void *w2;
+        CU(cudaMalloc(&w2, nk * 2));
+        CU(cudaMemcpy(w2, wd, nk * 2, cudaMemcpyDeviceToDevice));
+        wds.push_back(w2);
+      }
+      l4s.push_back(l4);
+      l8s.push_back(l8);
+      las.push_back(la);
+      for (int i = 1; i < qq_bench_copies(nk / 2); i++) {
+        qq_linear *l;
+        OK(qq_linear_create(be, &d4, &l, &err));
+        l4s.push_back(l);
+      }
+      for (int i = 1; i < qq_bench_copies(nk); i++) {
+        qq_linear *l;
+        OK(qq_linear_create(be, &d8, &l, &err));
+        l8s.push_back(l);
+        OK(qq_linear_create(be, &da, &l, &err));
+        las.push_back(l);
+      }
+    }
     for (int m : rows) {
       void *x, *y;
       OK(qq_backend_alloc(be, (size_t)m * k, &x, &err));
@@ -191,6 +225,22 @@ int main(int argc, char **argv) {
         t[4][cold] = time_us(c, [&] { OK(qq_cuda_gemm_i8(c, (const int8_t *)((const char *)wd), n, k, xq, m,
                                                          (int32_t *)c->ws, &err)); }, cold);
       }
+      double tg[4] = {NAN, NAN, NAN, NAN};
+      if (graph_on) {
+        OK(qq_cuda_ws_reserve(c, qq_cuda_w8a8_ws_bytes(m, n, k), &err));
+        tg[0] = qq_bench_graph_us(&timer, [&](int i) { OK(qq_cuda_gemm_dense(c, wds[i], NULL, m, n, k, x, y, &err)); },
+                                  (int)wds.size());
+        tg[1] = qq_bench_graph_us(&timer, [&](int i) { OK(qq_op_matmul(be, l4s[i], x, m, y, &err)); }, (int)l4s.size());
+        tg[2] = qq_bench_graph_us(&timer, [&](int i) { OK(qq_op_matmul(be, l8s[i], x, m, y, &err)); }, (int)l8s.size());
+        tg[3] = qq_bench_graph_us(&timer, [&](int i) { OK(qq_op_matmul(be, las[i], x, m, y, &err)); }, (int)las.size());
+        printf("%-8s %4d   graph (back to back, %zu/%zu/%zu/%zu copies): bf16 %.1f us, w4a16 %.1f us (x%.2f, %.0f%% of copy BW), "
+               "w8a16 %.1f us (x%.2f), w8a8 %.1f us (x%.2f)\n",
+               sh.name, m, wds.size(), l4s.size(), l8s.size(), las.size(), tg[0], tg[1], tg[0] / tg[1],
+               100 * (nk / 2.0 + (double)n * ng * 5) / (tg[1] * 1e3) / copy_GBps, tg[2], tg[0] / tg[2], tg[3], tg[0] / tg[3]);
+        printf("JSON {\"kind\":\"gemm_graph\",\"shape\":\"%s\",\"k\":%d,\"n\":%d,\"m\":%d,\"bf16_us\":%.3f,"
+               "\"w4a16_us\":%.3f,\"w8a16_us\":%.3f,\"w8a8_us\":%.3f,\"copies\":[%zu,%zu,%zu,%zu]}\n",
+               sh.name, k, n, m, tg[0], tg[1], tg[2], tg[3], wds.size(), l4s.size(), l8s.size(), las.size());
+      }
       const double w4_bytes = nk / 2.0 + (double)n * ng * 5; /* codes + fp32 scale + zero per group */
       const double bw_frac = w4_bytes / (t[1][1] * 1e3) / copy_GBps;
       printf("%-8s %4d | %9.1f | %9.1f %6.2f %5.0f | %9.1f %6.2f | %9.1f %6.2f %9.1f | %8.1f %8.1f | %6.1f\n", sh.name, m,
@@ -203,6 +253,12 @@ int main(int argc, char **argv) {
              sh.name, k, n, m, t[0][0], t[1][0], t[2][0], t[3][0], t[4][0], t[0][1], t[1][1], t[2][1], t[3][1], t[4][1], bw_frac, host_w4);
       qq_backend_release(be, x);
       qq_backend_release(be, y);
+    }
+    if (graph_on) {
+      for (size_t i = 1; i < wds.size(); i++) cudaFree(wds[i]);
+      for (size_t i = 1; i < l4s.size(); i++) qq_linear_free(l4s[i]);
+      for (size_t i = 1; i < l8s.size(); i++) qq_linear_free(l8s[i]);
+      for (size_t i = 1; i < las.size(); i++) qq_linear_free(las[i]);
     }
     qq_linear_free(l4);
     qq_linear_free(l8);

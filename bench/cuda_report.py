@@ -35,6 +35,24 @@ def main():
               f"{o['bf16_cold_us'] / o['w4a16_cold_us']:.2f} | {tg / o['w4a16_cold_us']:.2f} | "
               f"{100 * o['w4a16_weight_bw_frac_cold']:.0f} | {o['bf16_cold_us'] / o['w8a16_cold_us']:.2f} | "
               f"{o['w8a8_cold_us']:.1f} | {o['bf16_cold_us'] / o['w8a8_cold_us']:.2f} | {tg:.1f} |")
+    graphs = [o for o in ours if o["kind"] == "gemm_graph"]
+    if graphs:
+        print("\nCUDA Graph, back to back over rotated weight copies (as a decode step replays them; no per-launch "
+              "event cost):\n")
+        print("| shape | M | bf16 us | W4A16 us | × bf16 | × tinygemm | % copy BW | W8A16 × bf16 | W8A8 us | W8A8 × bf16 | tinygemm us |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        for o in graphs:
+            p = peer.get((o["shape"], o["m"]))
+            tg = p.get("tinygemm_graph_us", float("nan")) if p else float("nan")
+            wb = o["n"] * o["k"] / 2 + o["n"] * (o["k"] // 128) * 5
+            print(f"| {o['shape']} | {o['m']} | {o['bf16_us']:.2f} | {o['w4a16_us']:.2f} | "
+                  f"{o['bf16_us'] / o['w4a16_us']:.2f} | {tg / o['w4a16_us']:.2f} | "
+                  f"{100 * wb / (o['w4a16_us'] * 1e3) / ceil['copy_GBps']:.0f} | {o['bf16_us'] / o['w8a16_us']:.2f} | "
+                  f"{o['w8a8_us']:.2f} | {o['bf16_us'] / o['w8a8_us']:.2f} | {tg:.2f} |")
+        pb = [(k, r) for k, r in peer.items() if "bf16_graph_us" in r]
+        if pb:
+            print("\nPyTorch bf16 (X @ Wᵀ) in the same graph mode, for reference: " +
+                  ", ".join(f"{k[0]} M={k[1]} {r['bf16_graph_us']:.2f} us" for k, r in pb))
     print("\n| attention | batch | len | ours us | TFLOP/s | % bf16 GEMM rate | SDPA flash us | × SDPA |")
     print("|---|---|---|---|---|---|---|---|")
     sd = {r["batch"]: r for r in sdpa.get("prefill", [])}

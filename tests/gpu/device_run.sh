@@ -8,7 +8,8 @@
 # call), ncu / ncusrc / densecmp / wqtune / wq / wqm1 (kernel measurements), quantspeed (the quantizer's
 # end-to-end time on the host CPUs, 2 threads per run, each run pinned to its own pair of cores; GPTQ
 # and SmoothQuant three times each, side by side with build-gpu/bin/qquant-old when the bundle has it),
-# quality (rows of the quantization quality table on the host CPUs).
+# quality (rows of the quantization quality table on the host CPUs), attrib (bench/golden_attrib.py:
+# the golden logits against fp64 and the GPU's fp32 arithmetics). QQ_SUITE_SKIP: gpu_suite.py --skip.
 # Every stage has its own timeout and the whole run stops starting stages when less than a stage's
 # timeout is left of BUDGET_S (default 560). Logs go to $OUT/log.txt, the summary to stdout and
 # $OUT/summary.txt; JSON results to $OUT.
@@ -111,8 +112,14 @@ if has serve; then
 fi
 
 if has suite; then
-  step gpu-suite 420 python3 tests/gpu/gpu_suite.py --bin $B --fixtures $FX --out "$OUT"
+  step gpu-suite 420 python3 tests/gpu/gpu_suite.py --bin $B --fixtures $FX --out "$OUT" ${QQ_SUITE_SKIP:+--skip $QQ_SUITE_SKIP}
   grep -E "^(PASS|FAIL)" "$log" | tail -n 30 | tee -a "$sum"
+fi
+
+if has attrib; then
+  # issue 2: the golden logits against fp64 and against the GPU's fp32 arithmetics (bench/golden_attrib.py)
+  step golden-attrib 240 python3 bench/golden_attrib.py $FX --out "$OUT/golden_attrib.json"
+  sed -n '/===== golden-attrib/,$p' "$log" | grep -E "prompt|vs fp64|skipped|torch " | grep -v Loading | tee -a "$sum"
 fi
 
 if has ncu; then

@@ -84,3 +84,70 @@ template <typename F> static double qq_bench_time_us(qq_bench_timer *t, F fn, bo
   t->host_us = h[h.size() / 2];
   return g[g.size() / 2] * 1e3;
 }
+
+/* Copies of a weight such that one pass over all of them reads at least 256 MiB (5× the H200's L2): in
+ * a rotation over the copies each launch finds its weights evicted, as in a decode step, where every
+ * layer's weights are read once. At least 2, at most 64. */
+static int qq_bench_copies(size_t weight_bytes) {
+  const size_t want = (size_t)256 << 20;
+  size_t c = (want + weight_bytes - 1) / (weight_bytes ? weight_bytes : 1);
+  return (int)std::min<size_t>(64, std::max<size_t>(2, c));
+}
+
+/* Per-launch GPU time in a CUDA Graph: fn(i) for i = 0..copies-1 over distinct weight copies, repeated
+ * until at least 64 launches, captured once into one graph (back to back, as a decode step's replay
+ * runs them: no host enqueue, no event between launches, no flush kernel — the rotation keeps the
+ * weights out of L2). Returns the median over the timer's iterations of (graph time / launches), in
+ * microseconds; NAN after a CUDA error (printed). fn must be capturable (no allocation, no sync): call
+ * it once per copy before (the warm-up here does) so that plans and scratch exist. */
+template <typename F> static double qq_bench_graph_us(qq_bench_timer *t, F fn, int copies) {
+  const int reps = (64 + copies - 1) / copies, launches = reps * copies;
+  cudaGraph_t graph = NULL;
+  cudaGraphExec_t exec = NULL;
+  cudaEvent_t a = NULL, b = NULL;
+  std::vector<float> g;
+  cudaError_t e = cudaSuccess;
+  for (int i = 0; i < copies; i++) fn(i); /* warm: plans, scratch, lazy module loading */
+  e = cudaStreamSynchronize(t->stream);
+  if (e == cudaSuccess) e = cudaStreamBeginCapture(t->stream, cudaStreamCaptureModeThreadLocal);
+  if (e == cudaSuccess) {
+    for (int r = 0; r < reps; r++)
+      for (int i = 0; i < copies; i++) fn(i);
+    e = cudaStreamEndCapture(t->stream, &graph);
+  }
+  if (e == cudaSuccess) e = cudaGraphInstantiate(&exec, graph, 0);
+  if (e == cudaSuccess) e = cudaEventCreate(&a);
+  if (e == cudaSuccess) e = cudaEventCreate(&b);
+  if (e == cudaSuccess) e = cudaGraphLaunch(exec, t->stream); /* warm replay */
+  if (e == cudaSuccess) e = cudaStreamSynchronize(t->stream);
+  for (int i = 0; i < t->iters && e == cudaSuccess; i++) {
+    qq_bench_spin<<<1, 1, 0, t->stream>>>(50000);
+    /* a flush first, so that the first launches of the replay also find their weights out of L2 */
+    qq_bench_flush<<<1024, 256, 0, t->stream>>>((const uint4 *)t->flush, t->flush_bytes / 16, (int *)t->flush);
+    if ((e = cudaEventRecord(a, t->stream)) != cudaSuccess) break;
+    if ((e = cudaGraphLaunch(exec, t->stream)) != cudaSuccess) break;
+    if ((e = cudaEventRecord(b, t->stream)) != cudaSuccess || (e = cudaEventSynchronize(b)) != cudaSuccess) break;
+    float ms = 0;
+    if ((e = cudaEventElapsedTime(&ms, a, b)) != cudaSuccess) break;
+    g.push_back(ms);
+  }
+  if (e != cudaSuccess) {
+    cudaStreamCaptureStatus cs;
+    if (cudaStreamIsCapturing(t->stream, &cs) == cudaSuccess && cs != cudaStreamCaptureStatusNone) {
+      cudaGraph_t junk = NULL;
+      cudaStreamEndCapture(t->stream, &junk);
+      if (junk) cudaGraphDestroy(junk);
+    }
+    cudaGetLastError();
+  }
+  if (exec) cudaGraphExecDestroy(exec);
+  if (graph) cudaGraphDestroy(graph);
+  if (a) cudaEventDestroy(a);
+  if (b) cudaEventDestroy(b);
+  if (e != cudaSuccess || g.empty()) {
+    fprintf(stderr, "qq_bench_graph_us: %s\n", cudaGetErrorString(e));
+    return NAN;
+  }
+  std::sort(g.begin(), g.end());
+  return g[g.size() / 2] * 1e3 / launches;
+}

@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""Where the golden logits' residual comes from (issue 2, docs/correctness.md). For each Qwen fixture
+and golden prompt, computes the logits with Hugging Face transformers in several arithmetics and prints
+each one's ‖Δ‖/‖ref‖ against an fp64 evaluation of the same weights (the exact value to ~1e-15) and
+against golden_logits.safetensors:
+  cpu fp64 eager (the reference), cpu fp32 eager / sdpa, and on a GPU: cuda fp32 eager, sdpa (default
+  backend choice), sdpa restricted to the math / memory-efficient backends, and cuda fp32 with TF32
+  matmuls allowed.
+qquant's own logits agree with the golden to the figures test_golden prints; the fp64 column says which
+side of the difference carries the error.
+
+  python3 bench/golden_attrib.py FIXTURES_DIR [--out FILE.json]
+"""
+import argparse, json, os, shutil, tempfile
+import torch
+from safetensors.torch import load_file
+
+
+def model_dir(src, tmp):
+    """transformers < 5 reads rope_theta at the top level; the fixtures use rope_parameters."""
+    c = json.load(open(os.path.join(src, "config.json")))
+    if "rope_theta" in c:
+        return src
+    dst = os.path.join(tmp, os.path.basename(src))
+    shutil.copytree(src, dst)
+    c["rope_theta"] = (c.get("rope_parameters") or {}).get("rope_theta", 10000.0)
+    json.dump(c, open(os.path.join(dst, "config.json"), "w"))
+    return dst
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("fixtures")
+    ap.add_argument("--out", default=os.path.join(os.environ.get("OUT", "/tmp"), "golden_attrib.json"))
+    a = ap.parse_args()
+    import transformers
+    from transformers import AutoModelForCausalLM
+    res = {"torch": torch.__version__, "transformers": transformers.__version__,
+           "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "rows": []}
+    print(f"torch {res['torch']}, transformers {res['transformers']}, gpu {res['gpu']}")
+    tmp = tempfile.mkdtemp()
+    variants = [("cpu", torch.float64, "eager", None, False), ("cpu", torch.float32, "eager", None, False),
+                ("cpu", torch.float32, "sdpa", None, False)]
+    if torch.cuda.is_available():
+        from torch.nn.attention import SDPBackend
+        variants += [("cuda", torch.float32, "eager", None, False), ("cuda", torch.float32, "sdpa", None, False),
+                     ("cuda", torch.float32, "sdpa", SDPBackend.MATH, False),
+                     ("cuda", torch.float32, "sdpa", SDPBackend.EFFICIENT_ATTENTION, False),
+                     ("cuda", torch.float32, "sdpa", None, True)]
+    for name in ("qwen2-tiny-lm", "qwen3-tiny-lm"):
+        src = os.path.join(a.fixtures, "models", name)
+        g = load_file(os.path.join(src, "golden_logits.safetensors"))
+        n = sum(1 for k in g if k.startswith("ids_"))
+        try:
+            d = model_dir(src, tmp)
+            out = {}
+            for dev, dt, impl, backend, tf32 in variants:
+                tag = f"{dev} {str(dt)[6:]} {impl}" + (f" {backend.name.lower()}" if backend else "") + (" tf32" if tf32 else "")
+                m = AutoModelForCausalLM.from_pretrained(d, torch_dtype=dt, attn_implementation=impl).to(dev).eval()
+                torch.backends.cuda.matmul.allow_tf32 = tf32
+                for i in range(n):
+                    ids = g[f"ids_{i}"].long()[None].to(dev)
+                    with torch.no_grad():
+                        if backend is not None:
+                            from torch.nn.attention import sdpa_kernel
+                            with sdpa_kernel(backend):
+                                lg = m(ids).logits
+                        else:
+                            lg = m(ids).logits
+                    out[(tag, i)] = lg[0].double().cpu()
+                torch.backends.cuda.matmul.allow_tf32 = False
+                del m
+        except Exception as e:  # an architecture this transformers does not know, say
+            print(f"{name}: skipped ({type(e).__name__}: {str(e)[:200]})")
+            continue
+        tags = list(dict.fromkeys(t for t, _ in out))
+        for i in range(n):
+            ref = out[("cpu float64 eager", i)]
+            gold = g[f"logits_{i}"].double()
+            rel = lambda x, r: ((x - r).norm() / r.norm()).item()
+            row = {"model": name, "prompt": i, "golden_vs_fp64": rel(gold, ref)}
+            for t in tags:
+                row[t] = {"vs_fp64": rel(out[(t, i)], ref), "vs_golden": rel(out[(t, i)], gold)}
+            res["rows"].append(row)
+            print(f"{name} prompt {i}: golden vs fp64 {row['golden_vs_fp64']:.3e}")
+            for t in tags:
+                print(f"    {t:32s} vs fp64 {row[t]['vs_fp64']:.3e}   vs golden {row[t]['vs_golden']:.3e}")
+    json.dump(res, open(a.out, "w"), indent=1)
+
+
+if __name__ == "__main__":
+    main()
