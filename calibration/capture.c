@@ -188,39 +188,58 @@ qq_status qq_calib_layer_stats(qq_model *m, int32_t layer, const qq_calib_acts *
   qq_status st = capture_begin(m, inputs, with_h, stats, &c, err);
   if (st) return st;
   const qq_config *cfg = qq_model_config(m);
-  const size_t sample = (size_t)a->seqlen * a->hidden;
-  float *xs = malloc(sizeof(float) * sample);
-  if (!xs) {
+  const int32_t T = a->seqlen, hid = a->hidden, q_dim = cfg->num_heads * cfg->head_dim;
+  const size_t sample = (size_t)T * hid;
+  /* The layer runs as its four parts (qq_model_layer_part, on any backend), each linear's input taken
+   * between them: q/k/v's is input_layernorm(x) and gate/up's post_attention_layernorm(x + o_proj(attn)),
+   * both computed here on the host as the CPU backend computes them; o_proj's is the attention output,
+   * down_proj's the SiLU product. */
+  const bool want_o = inputs & (1u << QQ_CIN_O), want_gu = inputs & (1u << QQ_CIN_GATEUP),
+             want_down = inputs & (1u << QQ_CIN_DOWN);
+  const bool run_layer = want_o || want_gu || want_down;
+  float *xs = malloc(sizeof(float) * sample), *tmp = malloc(sizeof(float) * sample);
+  float *attn = run_layer ? malloc(sizeof(float) * (size_t)T * q_dim) : NULL;
+  float *act = want_down ? malloc(sizeof(float) * (size_t)T * cfg->intermediate_size) : NULL;
+  float *norm_in = malloc(sizeof(float) * (size_t)hid), *norm_post = malloc(sizeof(float) * (size_t)hid);
+  if (!xs || !tmp || (run_layer && !attn) || (want_down && !act) || !norm_in || !norm_post) {
     st = qq_error_set(err, QQ_ERR_NOMEM, "calibration: out of memory");
     goto done;
   }
-  /* The q/k/v input is input_layernorm(x): computed here from the stored activations, so that a request
-   * for it alone needs no pass through the layer. */
-  float *norm_w = NULL;
-  if (inputs & (1u << QQ_CIN_QKV)) {
-    norm_w = malloc(sizeof(float) * (size_t)a->hidden);
-    if (!norm_w) st = qq_error_set(err, QQ_ERR_NOMEM, "calibration: out of memory");
-    else st = qq_model_get_norm(m, layer, QQ_NORM_INPUT, norm_w, err);
-  }
-  const uint32_t rest = inputs & ~(1u << QQ_CIN_QKV);
+  if ((st = qq_model_get_norm(m, layer, QQ_NORM_INPUT, norm_in, err)) ||
+      (st = qq_model_get_norm(m, layer, QQ_NORM_POST_ATTN, norm_post, err)))
+    goto done;
   const float eps = (float)cfg->rms_norm_eps;
   for (int32_t i = 0; i < a->n_samples && !st; i++) {
     const float *xi = a->x + i * sample;
-    if (norm_w) {
-      host_rmsnorm(xi, a->seqlen, a->hidden, norm_w, eps, xs);
-      on_capture(&c, layer, QQ_LIN_Q, xs, a->seqlen, a->hidden);
+    if (inputs & (1u << QQ_CIN_QKV)) {
+      host_rmsnorm(xi, T, hid, norm_in, eps, tmp);
+      on_capture(&c, layer, QQ_LIN_Q, tmp, T, hid);
     }
-    if (rest) {
+    if (run_layer) {
       memcpy(xs, xi, sizeof(float) * sample);
-      c.inputs = rest;
-      st = qq_model_layer_forward(m, layer, xs, a->seqlen, on_capture, &c, err);
-      c.inputs = inputs;
+      if ((st = qq_model_layer_part(m, layer, QQ_PART_ATTN, xs, attn, T, err))) break;
+      if (want_o) on_capture(&c, layer, QQ_LIN_O, attn, T, q_dim);
+      if (want_gu || want_down) {
+        if ((st = qq_model_layer_part(m, layer, QQ_PART_O, xs, attn, T, err))) break;
+        if (want_gu) {
+          host_rmsnorm(xs, T, hid, norm_post, eps, tmp);
+          on_capture(&c, layer, QQ_LIN_GATE, tmp, T, hid);
+        }
+        if (want_down) {
+          if ((st = qq_model_layer_part(m, layer, QQ_PART_MLP_ACT, xs, act, T, err))) break;
+          on_capture(&c, layer, QQ_LIN_DOWN, act, T, cfg->intermediate_size);
+        }
+      }
     }
     if (!st && c.st) st = qq_error_set(err, c.st, "calibration: layer %d captured an input of unexpected width", layer);
   }
-  free(norm_w);
 done:
   free(xs);
+  free(tmp);
+  free(attn);
+  free(act);
+  free(norm_in);
+  free(norm_post);
   return capture_end(&c, st);
 }
 

@@ -53,6 +53,35 @@ def qq_json(args, env=None):
     return json.loads(out), dt
 
 
+def safetensors_tensors(d):
+    """{name: bytes} of every tensor in the safetensors files of checkpoint folder d (no torch needed)."""
+    out = {}
+    for f in sorted(os.listdir(d)):
+        if not f.endswith(".safetensors"):
+            continue
+        raw = open(os.path.join(d, f), "rb").read()
+        n = int.from_bytes(raw[:8], "little")
+        hdr = json.loads(raw[8:8 + n])
+        for k, v in hdr.items():
+            if k != "__metadata__":
+                a, b = v["data_offsets"]
+                out[k] = raw[8 + n + a:8 + n + b]
+    return out
+
+
+def weight_bytes_agreement(d1, d2):
+    """Fraction of equal bytes in each quantized weight tensor (qweight / weight of layers) of two checkpoints."""
+    t1, t2 = safetensors_tensors(d1), safetensors_tensors(d2)
+    res = {}
+    for k in sorted(t1):
+        if k in t2 and (k.endswith("qweight") or (k.endswith(".weight") and ".layers." in k and "norm" not in k)):
+            a, b = t1[k], t2[k]
+            if len(a) == len(b) and len(a):
+                res[k.replace("model.layers.", "L").replace(".self_attn", "").replace(".mlp", "")] = \
+                    sum(x == y for x, y in zip(a, b)) / len(a)
+    return res
+
+
 def skipped(name, why):
     results.setdefault("skipped", []).append({"name": name, "why": why})
     print(f"SKIP {name}: {why}", flush=True)
@@ -182,8 +211,19 @@ def main():
             r, _ = qq_json([qq, "eval", "--model", d, "--ppl", os.path.join(corp, "wikitext2-test.txt"), "--windows", "40",
                             "--device", "cuda", "--dtype", "fp32", "--json", "--quiet"])
             rel = abs(r["ppl"] - ref["cuda_fp32"]) / ref["cuda_fp32"]
+            # per-layer errors of the two reports, and how many stored weight bytes agree, linear by linear
+            rg = json.load(open(os.path.join(d, "qquant_report.json")))
+            rc_ = json.load(open(os.path.join(f"/tmp/qq-{name}", "qquant_report.json")))
+            err_rel = max(abs(lg["rel_err"][k] - lc["rel_err"][k]) / max(lc["rel_err"][k], 1e-12)
+                          for lg, lc in zip(rg["layers"], rc_["layers"]) for k in lc["rel_err"])
+            same = weight_bytes_agreement(d, f"/tmp/qq-{name}")
             results[f"calib_cuda_{name}"] = {"ppl_cuda_fp32": r["ppl"], "ref_cpu_calibrated": ref["cuda_fp32"], "rel": rel,
-                                             "wall_s": dt}
+                                             "wall_s": dt, "max_rel_diff_layer_err": err_rel,
+                                             "mean_rel_err": [rg["mean_rel_err"], rc_["mean_rel_err"]],
+                                             "weight_bytes_equal": same}
+            print(f"  {name}: mean rel err gpu {rg['mean_rel_err']:.6f} cpu {rc_['mean_rel_err']:.6f}, largest "
+                  f"per-linear difference {100 * err_rel:.3f} %; equal weight bytes per tensor: " +
+                  ", ".join(f"{k} {v:.4f}" for k, v in list(same.items())[:12]), flush=True)
             check(f"{name} calibrated on cuda: ppl within 0.2 % of the CPU-calibrated checkpoint's", rel <= 0.002,
                   f"{r['ppl']:.4f} vs {ref['cuda_fp32']:.4f} ({100 * rel:.4f} %), quantize {dt:.1f} s wall")
 

@@ -1,7 +1,8 @@
 /* test_calib.c — the staged (group by group) layer pass of calibration/ on the real qwen2-tiny-lm:
  * with unchanged weights it gives exactly the statistics and outputs of the one-pass functions,
  * recomputing down_proj's inputs gives the same as keeping them, the weights put into the model
- * between stages are the ones the next stage sees, and out-of-order calls are refused. */
+ * between stages are the ones the next stage sees, and out-of-order calls are refused; the one-pass
+ * statistics (run as the layer's parts) equal what a whole-layer forward's capture callback sees. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -185,6 +186,65 @@ static void test_staged_order_enforced(void **s) {
   qq_model_free(m);
 }
 
+/* qq_calib_layer_stats runs the layer as its parts (so that it works on any backend); on the CPU the
+ * inputs it sees must be exactly those a whole-layer forward hands to its capture callback. The
+ * reference here accumulates max |x| and Σ|x| (double, token order) from that callback itself. */
+typedef struct ref_capture {
+  int32_t k[QQ_CIN_COUNT], tokens[QQ_CIN_COUNT];
+  float *amax[QQ_CIN_COUNT];
+  double *asum[QQ_CIN_COUNT];
+} ref_capture;
+
+static void ref_on_capture(void *user, int32_t layer, qq_linear_id lin, const float *x, int32_t n, int32_t in_dim) {
+  (void)layer;
+  ref_capture *r = user;
+  const qq_calib_input ci = qq_calib_input_of(lin);
+  if (lin != QQ_LIN_Q && lin != QQ_LIN_O && lin != QQ_LIN_GATE && lin != QQ_LIN_DOWN) return; /* one per input */
+  assert_int_equal(in_dim, r->k[ci]);
+  for (int32_t t = 0; t < n; t++)
+    for (int32_t j = 0; j < in_dim; j++) {
+      const float v = fabsf(x[(size_t)t * in_dim + j]);
+      if (v > r->amax[ci][j]) r->amax[ci][j] = v;
+      r->asum[ci][j] += v;
+    }
+  r->tokens[ci] += n;
+}
+
+static void test_layer_stats_equal_forward_capture(void **s) {
+  (void)s;
+  qq_error err = {0};
+  qq_model *m = load();
+  qq_calib_acts *a = acts_at(m);
+  qq_calib_stats got[QQ_CIN_COUNT];
+  QQ_ASSERT_OK(qq_calib_layer_stats(m, LAYER, a, 0xFu, false, got, &err), &err);
+  ref_capture r;
+  memset(&r, 0, sizeof r);
+  for (int i = 0; i < QQ_CIN_COUNT; i++) {
+    r.k[i] = got[i].k;
+    r.amax[i] = calloc((size_t)r.k[i], sizeof(float));
+    r.asum[i] = calloc((size_t)r.k[i], sizeof(double));
+  }
+  const int32_t hid = qq_model_config(m)->hidden_size;
+  float *x = malloc(sizeof(float) * SEQLEN * hid);
+  for (int32_t i = 0; i < SAMPLES; i++) {
+    /* the layer's input, as qq_calib_acts_create + qq_calib_layer_advance compute it */
+    QQ_ASSERT_OK(qq_model_embed(m, tokens + i * SEQLEN, SEQLEN, x, &err), &err);
+    for (int32_t l = 0; l < LAYER; l++) QQ_ASSERT_OK(qq_model_layer_forward(m, l, x, SEQLEN, NULL, NULL, &err), &err);
+    QQ_ASSERT_OK(qq_model_layer_forward(m, LAYER, x, SEQLEN, ref_on_capture, &r, &err), &err);
+  }
+  for (int i = 0; i < QQ_CIN_COUNT; i++) {
+    assert_int_equal(got[i].tokens, r.tokens[i]);
+    assert_memory_equal(got[i].abs_max, r.amax[i], sizeof(float) * (size_t)r.k[i]);
+    for (int32_t j = 0; j < r.k[i]; j++) assert_true(got[i].abs_mean[j] == (float)(r.asum[i][j] / r.tokens[i]));
+    free(r.amax[i]);
+    free(r.asum[i]);
+  }
+  free(x);
+  qq_calib_stats_free(got);
+  qq_calib_acts_free(a);
+  qq_model_free(m);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_staged_keeps_down_inputs),
@@ -192,6 +252,7 @@ int main(void) {
       cmocka_unit_test(test_staged_sees_new_weights),
       cmocka_unit_test(test_staged_h_of_first_samples),
       cmocka_unit_test(test_staged_order_enforced),
+      cmocka_unit_test(test_layer_stats_equal_forward_capture),
   };
   return cmocka_run_group_tests(tests, setup, NULL);
 }
