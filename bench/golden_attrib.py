@@ -9,7 +9,8 @@ against golden_logits.safetensors:
 qquant's own logits agree with the golden to the figures test_golden prints; the fp64 column says which
 side of the difference carries the error.
 
-  python3 bench/golden_attrib.py FIXTURES_DIR [--out FILE.json]
+  python3 bench/golden_attrib.py FIXTURES_DIR [--out FILE.json] [--save-fp64 DIR]
+  QQ_REF_LOGITS_DIR=DIR build/bin/test_golden   # qquant's logits against the fp64 ones
 """
 import argparse, json, os, shutil, tempfile
 import torch
@@ -32,6 +33,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("fixtures")
     ap.add_argument("--out", default=os.path.join(os.environ.get("OUT", "/tmp"), "golden_attrib.json"))
+    ap.add_argument("--save-fp64", metavar="DIR", help="write DIR/<model>.safetensors: ids_i, logits_i of the fp64 "
+                    "evaluation (stored as F32), for test_golden's QQ_REF_LOGITS_DIR")
     a = ap.parse_args()
     import transformers
     from transformers import AutoModelForCausalLM
@@ -79,6 +82,14 @@ def main():
         except Exception as e:  # an architecture this transformers does not know, say
             print(f"{name}: skipped ({type(e).__name__}: {str(e)[:200]})")
             continue
+        if a.save_fp64:
+            from safetensors.torch import save_file
+            os.makedirs(a.save_fp64, exist_ok=True)
+            t = {}
+            for i in range(n):
+                t[f"ids_{i}"] = g[f"ids_{i}"].contiguous()
+                t[f"logits_{i}"] = out[("cpu float64 eager", i)].float().contiguous()
+            save_file(t, os.path.join(a.save_fp64, f"{name}.safetensors"))
         tags = list(dict.fromkeys(t for t, _ in out))
         for i in range(n):
             ref = out[("cpu float64 eager", i)]

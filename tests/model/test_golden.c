@@ -22,6 +22,9 @@
  *   first 64 examples; bound 2x -> 1.2e-3. Accuracy is matched exactly (903/920).
  * - perplexity: mean NLL within 0.05 % of the golden (issue bound; measured ~2e-6). */
 #define LOGITS_REL_TOL 3e-4
+/* Against an fp64 evaluation of the same weights (QQ_REF_LOGITS_DIR, bench/golden_attrib.py): fp32
+ * rounding only, measured 2e-7..4e-7 for PyTorch's fp32 on CPU and on the H200 alike. */
+#define FP64_REL_TOL 1e-5
 #define NLL_REL_TOL 5e-4
 #define CLS_LOGITS_REL_TOL 1.2e-3
 /* Greedy: logits here are ~5..15, so the 1e-4 relative noise of the reference is ~1e-3 absolute;
@@ -64,6 +67,14 @@ static void check_logits_and_greedy(const char *name) {
   QQ_ASSERT_OK(qq_safetensors_open(path, &gl, &err), &err);
   qq_model *m = load_model(name);
   const int32_t V = qq_model_output_dim(m);
+  /* QQ_REF_LOGITS_DIR: logits of the same prompts computed in fp64 (DIR/<model>.safetensors). */
+  qq_safetensors *ref = NULL;
+  const char *ref_dir = getenv("QQ_REF_LOGITS_DIR");
+  if (ref_dir && *ref_dir) {
+    const char *base = strrchr(name, '/');
+    snprintf(path, sizeof path, "%s/%s.safetensors", ref_dir, base ? base + 1 : name);
+    QQ_ASSERT_OK(qq_safetensors_open(path, &ref, &err), &err);
+  }
   const cJSON *prompts = cJSON_GetObjectItem(golden, "prompts");
   assert_non_null(prompts);
   for (int i = 0; i < cJSON_GetArraySize(prompts); i++) {
@@ -99,6 +110,15 @@ static void check_logits_and_greedy(const char *name) {
     double rel = qq_test_rel_err(out, lg_t->data, (size_t)n * V);
     printf("# %s prompt %d: %d tokens, logits rel err %.3e\n", name, i, n, rel);
     assert_true(rel <= LOGITS_REL_TOL);
+    if (ref) { /* the fp64 evaluation of the same weights (bench/golden_attrib.py --save-fp64) */
+      const qq_tensor_info *rt = qq_safetensors_find(ref, key);
+      assert_non_null(rt);
+      assert_int_equal(rt->numel, (int64_t)n * V);
+      const double r64 = qq_test_rel_err(out, rt->data, (size_t)n * V);
+      printf("# %s prompt %d: logits rel err against the fp64 reference %.3e (golden against it: %.3e)\n", name, i,
+             r64, qq_test_rel_err(lg_t->data, rt->data, (size_t)n * V));
+      assert_true(r64 <= FP64_REL_TOL);
+    }
     free(out);
     qq_kv_cache_free(kv);
 
@@ -145,6 +165,7 @@ static void check_logits_and_greedy(const char *name) {
   }
   qq_model_free(m);
   qq_safetensors_close(gl);
+  if (ref) qq_safetensors_close(ref);
   cJSON_Delete(golden);
 }
 
