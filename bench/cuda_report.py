@@ -5,7 +5,7 @@ per 7B linear shape and row count, GPU times (L2 cold: weights from HBM, as in d
 the CUDA issue asks for: W4A16 vs cuBLASLt bf16 and vs PyTorch's int4 kernel (tinygemm), W4A16 as a
 fraction of the measured copy bandwidth, W8A8 vs bf16; and prefill attention vs PyTorch SDPA (flash).
 
-  python3 bench/cuda_report.py LOG peer_gemm.json peer_sdpa.json > report.md
+  python3 bench/cuda_report.py LOG peer_gemm.json peer_sdpa.json > report.md   (peer_sdpa.json may be "-")
 """
 import json, sys
 
@@ -20,7 +20,7 @@ def main():
     ours = [json.loads(l[5:]) for l in lines if l.startswith("JSON ")]
     ceil = next(o for o in ours if o["kind"] == "ceilings")
     peer = {(r["shape"], r["m"]): r for r in json.load(open(pg))["gemm"]}
-    sdpa = json.load(open(ps))
+    sdpa = json.load(open(ps)) if ps != "-" else {}  # "-": no SDPA figures
     print(f"ceilings (same run): copy {ceil['copy_GBps']:.0f} GB/s, bf16 GEMM {ceil['bf16_gemm_TFLOPs']:.0f} TFLOP/s\n")
     print("| shape | M | bf16 us | W4A16 us | × bf16 | × tinygemm | % copy BW | W8A16 × bf16 | W8A8 us | W8A8 × bf16 | tinygemm us |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
