@@ -316,6 +316,20 @@ static void check_classifier(int max_ex) {
   double rel = qq_test_rel_err(got, ref, 128);
   printf("# spam-cls first-64 logits rel err %.3e\n", rel);
   assert_true(rel <= CLS_LOGITS_REL_TOL);
+  const char *ref_dir = getenv("QQ_REF_LOGITS_DIR"); /* fp64 logits of the same 64 (bench/golden_attrib.py) */
+  if (ref_dir && *ref_dir) {
+    snprintf(path, sizeof path, "%s/qwen2-tiny-spam-cls.safetensors", ref_dir);
+    qq_safetensors *st = NULL;
+    QQ_ASSERT_OK(qq_safetensors_open(path, &st, &err), &err);
+    const qq_tensor_info *t = qq_safetensors_find(st, "logits_first64");
+    assert_non_null(t);
+    assert_int_equal(t->numel, 128);
+    const double r64 = qq_test_rel_err(got, t->data, 128);
+    printf("# spam-cls first-64 logits rel err against the fp64 reference %.3e (golden against it: %.3e)\n", r64,
+           qq_test_rel_err(ref, t->data, 128));
+    assert_true(r64 <= FP64_REL_TOL);
+    qq_safetensors_close(st);
+  }
   for (int i = 0; i < n; i++) {
     qq_token_ids_free(&ids[i]);
     free(names[i]);
