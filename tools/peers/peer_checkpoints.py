@@ -31,6 +31,7 @@ perplexity difference against the reference qquant's arithmetic implements), 1 o
 import argparse
 import glob
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -119,7 +120,7 @@ def perplexity(model, windows):
         nll -= lp.gather(1, w[1:, None]).sum().item()
         count += w.numel() - 1
     mean = nll / count
-    return {"ppl": float(torch.exp(torch.tensor(mean)).item()), "mean_nll": mean, "tokens": count,
+    return {"ppl": math.exp(mean), "mean_nll": mean, "tokens": count,
             "windows": len(windows)}
 
 
@@ -240,6 +241,26 @@ def dequant_ct(ckpt, sd, cfg):
     return out, "compressed_tensors.quantization.lifecycle.forward.dequantize (int8 and scale cast to fp32)"
 
 
+def w8a8_integer_model(src, sd, weights):
+    """The W8A8 arithmetic of vLLM's and qquant's int8 kernels on the stored codes: each row of the input
+    quantized to int8 with s = absmax / 127 (q = round(x · (1/s)), clamped to ±127), the dot products with
+    the int8 weight codes summed exactly (float64 holds them exactly), then · s · weight_scale + bias."""
+    model = reference_model(src, sd, weights)
+    for p in weights:
+        mod = model.get_submodule(p)
+        codes = sd[p + ".weight"].double().t().contiguous()
+        sc = sd[p + ".weight_scale"].float().reshape(-1)
+
+        def fwd(x, codes=codes, sc=sc, b=mod.bias):
+            s = x.abs().amax(dim=-1, keepdim=True) / 127.0
+            s = torch.where(s == 0, torch.ones_like(s), s)
+            q = torch.clamp(torch.round(x * (1.0 / s)), -127, 127)
+            y = ((q.double() @ codes).float() * s) * sc
+            return y + b if b is not None else y
+        mod.forward = fwd
+    return model
+
+
 def ct_fake_quant_model(src, ckpt):
     """compressed-tensors' own view: ModelCompressor decompresses the checkpoint into an fp32 model
     that keeps its quantization schemes, so its forward fake-quantizes the activations as
@@ -337,6 +358,9 @@ CHECKPOINTS = {
                                              ref=dequant_gptq, bits=4, group_size=128, sym=False, desc_act=True),
     "qwen2-gptq-w8-g128-sym": dict(model="qwen2-tiny-lm", tool="gptqmodel", quant=q_gptqmodel, ref=dequant_gptq,
                                    bits=8, group_size=128, sym=True, desc_act=False),
+    # 3 bits: GPTQModel 1.7.4's CPU packer fails (IndexError in TorchQuantLinear.pack); 1.8.1 (needs
+    # transformers >= 4.48.3) packs only the first 32 columns' zero points, so its own dequantization of
+    # the file is broken too (bench/results/peer-checkpoints-2026-12-01.md).
     "qwen2-gptq-w3-g128-sym-actorder": dict(model="qwen2-tiny-lm", tool="gptqmodel", quant=q_gptqmodel,
                                             ref=dequant_gptq, bits=3, group_size=128, sym=True, desc_act=True),
     "qwen2-gptq-v2-w4-g128-asym": dict(model="qwen2-tiny-lm", tool="gptqmodel", quant=q_gptqmodel,
@@ -346,6 +370,7 @@ CHECKPOINTS = {
                                            ref=dequant_ct, recipe="smoothquant+gptq-w8a8", w8a8=True),
     "qwen2-ct-w8a16-int": dict(model="qwen2-tiny-lm", tool="llmcompressor", quant=q_llmcompressor, ref=dequant_ct,
                                recipe="w8a16", format="int-quantized"),
+    # llm-compressor's default format for weight-only int8 is pack-quantized, which qquant refuses.
     "qwen2-ct-w8a16-default": dict(model="qwen2-tiny-lm", tool="llmcompressor", quant=q_llmcompressor,
                                    ref=None, recipe="w8a16"),
 }
@@ -421,6 +446,9 @@ def main():
         tok = AutoTokenizer.from_pretrained(src)
         ckpt = os.path.join(a.out, name)
         r = {"model": spec["model"], "tool": spec["tool"], "dir": ckpt}
+        if a.skip_quantize:  # keep what the run that quantized recorded
+            r.update({k: v for k, v in results.get(name, {}).items()
+                      if k in ("quantize_args", "quantize_seconds", "calibration", "quantize_versions")})
         log(f"=== {name} ({spec['tool']})")
         try:
             if not a.skip_quantize:
@@ -431,6 +459,7 @@ def main():
                 r["quantize_args"] = spec["quant"](spec, src, tok, blocks, ckpt)
                 r["quantize_seconds"] = round(time.time() - t0, 1)
                 r["calibration"] = {"samples": a.samples, "seqlen": a.seqlen}
+                r["quantize_versions"] = versions()
             with open(os.path.join(ckpt, "config.json")) as fh:
                 cfg = json.load(fh)
             r["quantization_config"] = cfg.get("quantization_config")
@@ -457,15 +486,26 @@ def main():
                 w, how = spec["ref"](ckpt, sd, cfg)
                 r["reference_dequant"] = how
                 r["quantized_linears"] = len(w)
-                div = 127.0 if spec.get("w8a8") else None
-                model = reference_model(src, sd, w, act_div=div)
+                if spec.get("w8a8"):
+                    model = w8a8_integer_model(src, sd, w)
+                else:
+                    model = reference_model(src, sd, w)
                 r["torch"] = perplexity(model, windows)
                 if spec.get("w8a8"):
-                    r["torch"]["activations"] = "int8 per token, scale absmax/127 (vLLM's and qquant's)"
+                    r["torch"]["activations"] = ("int8 per token, s = absmax/127, integer dot products with the "
+                                                 "stored codes (vLLM's and qquant's arithmetic)")
                 r["torch_greedy"] = [greedy(model, tok.encode(p, add_special_tokens=False), a.gen_tokens)
                                      for p in prompts]
                 del model
                 if spec.get("w8a8"):
+                    # the same scheme as fake quantization on the compressed-tensors-dequantized weights in fp32
+                    m2 = reference_model(src, sd, w, act_div=127.0)
+                    r["torch_fakequant127"] = perplexity(m2, windows)
+                    del m2
+                    # float64 of that model: how far fp32 rounding alone moves a W8A8 perplexity
+                    m2 = reference_model(src, sd, w, act_div=127.0).double()
+                    r["torch_fakequant127_fp64"] = perplexity(m2, windows)
+                    del m2
                     m2 = ct_fake_quant_model(src, ckpt)
                     r["torch_ct_fakequant"] = perplexity(m2, windows)
                     r["torch_ct_fakequant"]["activations"] = "compressed-tensors forward: absmax/127.5, [-128, 127]"
