@@ -25,8 +25,10 @@ bench/results/peer-checkpoints-2026-12-01.md for the versions):
     /path/to/venv/bin/python tools/peers/peer_checkpoints.py OUT [--only NAME,...] [--skip-quantize]
         [--fixtures ../shared/fixtures] [--qquant build/bin/qquant] [--samples 64] [--seqlen 512]
         [--windows 50]
-Exit status: 0 when every checkpoint that was made loads in qquant and agrees within --tol (relative
-perplexity difference against the reference qquant's arithmetic implements), 1 otherwise.
+Exit status: 0 when every checkpoint was written, loads in qquant and agrees within --tol (relative
+perplexity difference against the reference), and the ones marked expect_refused are refused naming
+their layout; 1 otherwise. The 3-bit GPTQ entry runs only when named (--only): no GPTQModel version
+that runs here writes a correct 3-bit file.
 """
 import argparse
 import glob
@@ -329,7 +331,8 @@ def q_llmcompressor(spec, src, tok, blocks, out):
     else:
         raise ValueError(spec["recipe"])
     oneshot(model=model, dataset=ds, recipe=recipe, max_seq_length=len(blocks[0]),
-            num_calibration_samples=len(blocks))
+            num_calibration_samples=len(blocks),
+            log_dir=os.path.join(os.path.dirname(os.path.abspath(out)), "_llmcompressor_logs"))
     kw = {"save_compressed": True}
     if spec.get("format"):
         kw["quantization_format"] = spec["format"]
@@ -362,7 +365,8 @@ CHECKPOINTS = {
     # transformers >= 4.48.3) packs only the first 32 columns' zero points, so its own dequantization of
     # the file is broken too (bench/results/peer-checkpoints-2026-12-01.md).
     "qwen2-gptq-w3-g128-sym-actorder": dict(model="qwen2-tiny-lm", tool="gptqmodel", quant=q_gptqmodel,
-                                            ref=dequant_gptq, bits=3, group_size=128, sym=True, desc_act=True),
+                                            ref=dequant_gptq, bits=3, group_size=128, sym=True, desc_act=True,
+                                            default=False),
     "qwen2-gptq-v2-w4-g128-asym": dict(model="qwen2-tiny-lm", tool="gptqmodel", quant=q_gptqmodel,
                                        ref=dequant_gptq, bits=4, group_size=128, sym=False, desc_act=False,
                                        v2=True),
@@ -372,7 +376,7 @@ CHECKPOINTS = {
                                recipe="w8a16", format="int-quantized"),
     # llm-compressor's default format for weight-only int8 is pack-quantized, which qquant refuses.
     "qwen2-ct-w8a16-default": dict(model="qwen2-tiny-lm", tool="llmcompressor", quant=q_llmcompressor,
-                                   ref=None, recipe="w8a16"),
+                                   ref=None, recipe="w8a16", expect_refused="pack-quantized"),
 }
 
 
@@ -418,11 +422,11 @@ def main():
     a = ap.parse_args()
     if a.list:
         for n, s in CHECKPOINTS.items():
-            print(n, s["tool"], s["model"])
+            print(n, s["tool"], s["model"], "" if s.get("default", True) else "(only with --only)")
         return 0
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    names = [n for n in a.only.split(",") if n] or list(CHECKPOINTS)
+    names = [n for n in a.only.split(",") if n] or [n for n, s in CHECKPOINTS.items() if s.get("default", True)]
     for n in names:
         if n not in CHECKPOINTS:
             raise SystemExit(f"unknown checkpoint {n} (--list)")
@@ -520,7 +524,10 @@ def main():
                                   "--device", "cpu", "--dtype", "fp32", "--threads", str(a.threads), "--json",
                                   "--quiet"])
         r["qquant_eval"] = q
-        if q["rc"] != 0 or "json" not in q:
+        if spec.get("expect_refused"):  # a layout qquant does not read: it must say so, naming it
+            r["expected_refusal"] = q["rc"] != 0 and any(spec["expect_refused"] in l for l in q["stderr_tail"])
+            ok = ok and r["expected_refusal"]
+        elif q["rc"] != 0 or "json" not in q:
             ok = False
         elif "torch" in r:
             rel = abs(q["json"]["ppl"] - r["torch"]["ppl"]) / r["torch"]["ppl"]
