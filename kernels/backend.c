@@ -159,10 +159,9 @@ static qq_status check_desc(const qq_linear_desc *d, qq_error *err) {
     }
     case QQ_WFMT_W8A8: {
       if (!d->scales) return qq_error_set(err, QQ_ERR_INVALID_ARG, "linear: W8A8 weight needs per-channel scales");
-      const int8_t *codes = d->w;
-      for (size_t i = 0; i < (size_t)d->n * (size_t)d->k; i++)
-        if (codes[i] == -128)
-          return qq_error_set(err, QQ_ERR_RANGE, "linear: W8A8 code -128 at index %zu (symmetric range is [-127, 127])", i);
+      /* Any int8 code, -128 included: compressed-tensors' symmetric int8 range is [-128, 127] (its observers
+       * scale by absmax / 127.5, so the most negative weight of a row can become -128); the integer paths
+       * stay exact with it (kernels/cpu/cpu_internal.h, kernels/cuda/gemm_lt.cu). */
       if (d->act_scale < 0) return qq_error_set(err, QQ_ERR_INVALID_ARG, "linear: negative activation scale");
       return QQ_OK;
     }

@@ -384,17 +384,26 @@ static qq_status parse_quant(const cJSON *q, const char *name, qq_quant_config *
     if ((s = get_bool(q, "sym", name, "quantization_config.sym", true, &qc->sym, err))) return s;
     const char *cf;
     if ((s = get_str(q, "checkpoint_format", name, "quantization_config.checkpoint_format", &cf, err))) return s;
-    if (cf && strcmp(cf, "gptq"))
+    /* "gptq_v2" (GPTQModel's own layout) stores the zero points without v1's minus one; model/qformat.c
+     * reads both. */
+    if (cf && strcmp(cf, "gptq") && strcmp(cf, "gptq_v2"))
       return qq_error_set(err, QQ_ERR_UNSUPPORTED,
-                          "%s: field \"quantization_config.checkpoint_format\" = \"%s\": only the GPTQ v1 layout "
-                          "(\"gptq\") is implemented", name, cf);
+                          "%s: field \"quantization_config.checkpoint_format\" = \"%s\": implemented are the GPTQ "
+                          "layouts \"gptq\" (v1) and \"gptq_v2\"", name, cf);
+    /* GPTQModel's "dynamic" gives modules their own bits / group size or skips them; null or {} is what a
+     * plain run writes. */
+    const cJSON *dyn = cJSON_GetObjectItemCaseSensitive(q, "dynamic");
+    if (present(dyn) && !(cJSON_IsObject(dyn) && cJSON_GetArraySize(dyn) == 0))
+      return qq_error_set(err, QQ_ERR_UNSUPPORTED,
+                          "%s: field \"quantization_config.dynamic\": per-module overrides (GPTQModel) are not "
+                          "implemented", name);
     bool marlin = false;
     if ((s = get_bool(q, "is_marlin_format", name, "quantization_config.is_marlin_format", false, &marlin, err)))
       return s;
     if (marlin)
       return qq_error_set(err, QQ_ERR_UNSUPPORTED, "%s: field \"quantization_config.is_marlin_format\" = true is not "
                           "implemented", name);
-    copy_str(qc->format, sizeof qc->format, "gptq");
+    copy_str(qc->format, sizeof qc->format, cf && !strcmp(cf, "gptq_v2") ? "gptq_v2" : "gptq");
     qc->method = QQ_QUANT_GPTQ;
     return QQ_OK;
   }

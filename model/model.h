@@ -135,7 +135,7 @@ typedef enum qq_task { QQ_TASK_CAUSAL_LM = 0, QQ_TASK_SEQ_CLS = 1 } qq_task;
 typedef enum qq_quant_method {
   QQ_QUANT_NONE = 0,
   QQ_QUANT_AWQ = 1,      /* AutoAWQ, version "gemm" */
-  QQ_QUANT_GPTQ = 2,     /* GPTQ v1 layout (quant_method "gptq") */
+  QQ_QUANT_GPTQ = 2,     /* GPTQ (quant_method "gptq"), v1 layout or GPTQModel's gptq_v2 zeros */
   QQ_QUANT_W8A8 = 3,     /* compressed-tensors, format "int-quantized", int8 weights + int8 activations */
   QQ_QUANT_W8A16 = 4,    /* compressed-tensors "int-quantized" with weights only (8-bit) */
 } qq_quant_method;
@@ -147,7 +147,7 @@ typedef struct qq_quant_config {
   bool sym;             /* symmetric (no zero points stored / zero fixed at 2^(bits-1)) */
   bool desc_act;        /* GPTQ act-order: g_idx is meaningful */
   bool act_dynamic;     /* W8A8: per-token dynamic activation scales (else static per-tensor) */
-  char format[32];      /* "gemm", "gptq", "int-quantized" */
+  char format[32];      /* "gemm", "gptq", "gptq_v2", "int-quantized" */
   char *raw_json;       /* the whole quantization_config object, unformatted (owned) */
 } qq_quant_config;
 

@@ -11,7 +11,8 @@
  *    scales, zeros and g_idx are kept as well (to_f32 and tests);
  *  - W8A8: the int8 codes as integer-valued floats. The matmul quantizes each activation row to int8,
  *    then multiplies integer-valued floats: every partial sum is an integer below 2^24 in magnitude
- *    when at most QQ_CPU_W8A8_CHUNK columns are summed (127 * 127 * 1040 < 2^24), so fp32 sgemm over
+ *    when at most QQ_CPU_W8A8_CHUNK columns are summed (activations are in [-127, 127], weight codes in
+ *    [-128, 127]: 128 * 127 * 1024 < 2^24), so fp32 sgemm over
  *    chunks of 1024 columns computes the int32 dot products exactly; chunk results are summed in
  *    doubles (exact for integers below 2^53). This is the integer arithmetic int8 tensor cores do. */
 #define QQ_CPU_W8A8_CHUNK 1024

@@ -166,7 +166,8 @@ extern "C" qq_status qq_cuda_gemm_dense(qq_cuda_ctx *c, const void *w, const flo
 /* ---- int8 x int8 -> int32 ----
  * cuBLASLt IMMA needs k, and the leading dimensions, multiples of 4 (Hopper kernels prefer 16); other
  * shapes, and shapes the heuristic declines, go to k_gemm_i8_simple: one warp per output, int32
- * multiply-adds (slow, correct; no real checkpoint has such shapes). Both are exact: |Σ| ≤ 127² · k < 2^31 for k < 133,000. */
+ * multiply-adds (slow, correct; no real checkpoint has such shapes). Both are exact: |Σ| ≤ 128 · 127 · k < 2^31 for k < 132,000
+ * (weight codes in [-128, 127], activations in [-127, 127]). */
 __global__ void k_gemm_i8_simple(const int8_t *__restrict__ wq, int32_t n, int32_t k, const int8_t *__restrict__ xq,
                                int32_t m, int32_t *acc) {
   const int lane = threadIdx.x & 31;

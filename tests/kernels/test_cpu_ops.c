@@ -126,6 +126,39 @@ static void test_matmul_w8a8_exact(void **s) {
   qq_backend_free(be);
 }
 
+/* W8A8 weight code -128 (compressed-tensors' int8 range is [-128, 127]; llm-compressor writes it) is
+ * accepted and stays exact at the largest products: every weight -128, every activation quantized to
+ * -127, so each chunk of 1024 columns sums to 128 · 127 · 1024 (just below 2^24), for k within one chunk
+ * and chunked. */
+static void test_matmul_w8a8_minus128(void **s) {
+  (void)s;
+  qq_backend *be = cpu();
+  qq_error err = {0};
+  const int ks[] = {1024, 3000};
+  for (size_t t = 0; t < QQ_ARRAY_LEN(ks); t++) {
+    const int m = 2, n = 3, k = ks[t];
+    int8_t *wq = malloc((size_t)n * k);
+    float *x = malloc((size_t)m * k * sizeof(float));
+    for (size_t i = 0; i < (size_t)n * k; i++) wq[i] = -128;
+    wq[5] = 127;
+    for (size_t i = 0; i < (size_t)m * k; i++) x[i] = -1.0f;
+    float sw[3] = {1.0f, 0.5f, 0.25f};
+    qq_linear_desc d = {.format = QQ_WFMT_W8A8, .n = n, .k = k, .w = wq, .scales = sw};
+    qq_linear *lin;
+    QQ_ASSERT_OK(qq_linear_create(be, &d, &lin, &err), &err);
+    float y[6], ref[6];
+    QQ_ASSERT_OK(qq_op_matmul(be, lin, x, m, y, &err), &err);
+    qq_ref_matmul_w8a8(x, wq, sw, 0.0f, NULL, m, n, k, ref);
+    assert_memory_equal(y, ref, sizeof y);
+    /* x = -1 quantizes to -127 with scale 1/127: output 1 is 128 · 127 · k · (1/127) · 0.5 = 64 k */
+    assert_true(fabsf(y[1] - 64.0f * (float)k) <= 1e-5f * 64.0f * (float)k);
+    qq_linear_free(lin);
+    free(wq);
+    free(x);
+  }
+  qq_backend_free(be);
+}
+
 static void test_linear_rejects_bad_input(void **s) {
   (void)s;
   qq_backend *be = cpu();
@@ -144,8 +177,8 @@ static void test_linear_rejects_bad_input(void **s) {
   d.g_idx = gidx;
   assert_int_equal(qq_linear_create(be, &d, &lin, &err), QQ_ERR_RANGE);
   int8_t w8[4] = {1, -128, 0, 0};
-  qq_linear_desc d8 = {.format = QQ_WFMT_W8A8, .n = 1, .k = 4, .w = w8, .scales = sc};
-  assert_int_equal(qq_linear_create(be, &d8, &lin, &err), QQ_ERR_RANGE);
+  qq_linear_desc d8 = {.format = QQ_WFMT_W8A8, .n = 1, .k = 4, .w = w8}; /* no scales */
+  assert_int_equal(qq_linear_create(be, &d8, &lin, &err), QQ_ERR_INVALID_ARG);
   assert_null(lin);
   qq_backend_free(be);
 }
@@ -461,6 +494,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_matmul_dense),      cmocka_unit_test(test_matmul_qint),
       cmocka_unit_test(test_matmul_w8a8_exact), cmocka_unit_test(test_linear_rejects_bad_input),
+      cmocka_unit_test(test_matmul_w8a8_minus128),
       cmocka_unit_test(test_attention_paged),   cmocka_unit_test(test_attention_long_prefill),
       cmocka_unit_test(test_exp_shift_sum),   cmocka_unit_test(test_rope),
       cmocka_unit_test(test_logits_reduce),     cmocka_unit_test(test_logits_topk),

@@ -345,6 +345,26 @@ static void test_quant_config(void **state) {
   assert_true(qq_config_linear_is_quantized(&c, "model.layers.0.mlp.up_proj"));
   assert_false(qq_config_linear_is_quantized(&c, "model.layers.1.mlp.up_proj"));
   qq_config_free(&c);
+  /* The quantization_config GPTQModel 1.7.4 writes with format=FORMAT.GPTQ_V2 (asymmetric, no act-order),
+   * "meta" and a null "dynamic" included. */
+  parse_ok("{" BASE_QWEN2 ",\"quantization_config\":{\"bits\":4,\"checkpoint_format\":\"gptq_v2\",\"desc_act\":false,"
+           "\"dynamic\":null,\"group_size\":128,\"lm_head\":false,\"meta\":{\"damp_auto_increment\":0.0025,"
+           "\"damp_percent\":0.01,\"mse\":0.0,\"quantizer\":[\"gptqmodel:1.7.4\"],\"static_groups\":false,"
+           "\"true_sequential\":true,\"uri\":\"https://github.com/modelcloud/gptqmodel\"},\"quant_method\":\"gptq\","
+           "\"sym\":false}}", &c);
+  assert_int_equal(c.quant.method, QQ_QUANT_GPTQ);
+  assert_int_equal(c.quant.bits, 4);
+  assert_int_equal(c.quant.group_size, 128);
+  assert_false(c.quant.sym);
+  assert_false(c.quant.desc_act);
+  assert_string_equal(c.quant.format, "gptq_v2");
+  assert_non_null(strstr(c.quant.raw_json, "\"checkpoint_format\":\"gptq_v2\""));
+  assert_false(qq_config_linear_is_quantized(&c, "lm_head"));
+  qq_config_free(&c);
+  parse_ok("{" BASE_QWEN2 ",\"quantization_config\":{\"quant_method\":\"gptq\",\"bits\":4,\"group_size\":128,"
+           "\"dynamic\":{}}}", &c);
+  assert_string_equal(c.quant.format, "gptq");
+  qq_config_free(&c);
   parse_ok("{" BASE_QWEN2 ",\"quantization_config\":{\"quant_method\":\"compressed-tensors\",\"format\":"
            "\"int-quantized\",\"config_groups\":{\"g\":{\"weights\":{\"num_bits\":8,\"type\":\"int\","
            "\"symmetric\":true,\"strategy\":\"channel\"},\"targets\":[\"Linear\"]}},\"ignore\":[\"lm_head\"]}}", &c);
@@ -368,7 +388,10 @@ static void test_quant_config(void **state) {
   expect_fail("{" BASE_QWEN2 ",\"quantization_config\":{\"quant_method\":\"gptq\",\"bits\":2,\"group_size\":128}}",
               QQ_ERR_UNSUPPORTED, "quantization_config.bits", NULL);
   expect_fail("{" BASE_QWEN2 ",\"quantization_config\":{\"quant_method\":\"gptq\",\"bits\":4,\"group_size\":128,"
-              "\"checkpoint_format\":\"gptq_v2\"}}", QQ_ERR_UNSUPPORTED, "checkpoint_format", NULL);
+              "\"checkpoint_format\":\"marlin\"}}", QQ_ERR_UNSUPPORTED, "checkpoint_format", "marlin");
+  /* GPTQModel's per-module overrides would change bits / group size of some linears: refused. */
+  expect_fail("{" BASE_QWEN2 ",\"quantization_config\":{\"quant_method\":\"gptq\",\"bits\":4,\"group_size\":128,"
+              "\"dynamic\":{\"-:.*down_proj\":{}}}}", QQ_ERR_UNSUPPORTED, "quantization_config.dynamic", NULL);
   expect_fail("{" BASE_QWEN2 ",\"quantization_config\":{\"quant_method\":\"compressed-tensors\",\"format\":"
               "\"pack-quantized\",\"config_groups\":{}}}", QQ_ERR_UNSUPPORTED, "quantization_config.format",
               "pack-quantized");

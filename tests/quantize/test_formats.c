@@ -251,6 +251,60 @@ static void test_gptq_vector_3bit(void **state) {
   qq_qweight_free(&q);
 }
 
+/* GPTQModel's "checkpoint_format": "gptq_v2" (what GPTQModel 1.7.4 writes with format=FORMAT.GPTQ_V2):
+ * the same qweight / scales / g_idx as v1, but qzeros hold the zero points as they are, so 0 and 15 are
+ * both storable. n = 8, k = 8, 4 bits, one group, asymmetric: zero of column r is 15 − 2r (15, 13, ..., 1),
+ * then column 3 set to 0; qzeros is one word, column r at bits 4r. The loader reads checkpoint_format
+ * from the raw quantization_config that config.c keeps. */
+static void test_gptq_v2_zeros(void **state) {
+  (void)state;
+  int32_t qweight[8]; /* [k·4/32, n] = [1, 8]: word r is column r, input c at bits 4c; code (r + c) mod 16 */
+  for (int r = 0; r < 8; r++) {
+    uint32_t w = 0;
+    for (int c = 0; c < 8; c++) w |= (uint32_t)((r + c) % 16) << (4 * c);
+    qweight[r] = (int32_t)w;
+  }
+  uint8_t zeros[8];
+  uint32_t zw = 0;
+  for (int r = 0; r < 8; r++) {
+    zeros[r] = (uint8_t)((15 - 2 * r) & 15);
+    if (r == 3) zeros[r] = 0;
+    zw |= (uint32_t)zeros[r] << (4 * r);
+  }
+  int32_t qzeros[1] = {(int32_t)zw};
+  uint16_t scales[8];
+  for (int r = 0; r < 8; r++) scales[r] = 0x3C00; /* 1.0 */
+  int32_t g_idx[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  table tb = {.n = 0};
+  table_add(&tb, "v.qweight", QQ_DTYPE_I32, 2, 1, 8, qweight);
+  table_add(&tb, "v.qzeros", QQ_DTYPE_I32, 2, 1, 1, qzeros);
+  table_add(&tb, "v.scales", QQ_DTYPE_F16, 2, 1, 8, scales);
+  table_add(&tb, "v.g_idx", QQ_DTYPE_I32, 1, 8, 0, g_idx);
+  char raw[] = "{\"bits\":4,\"checkpoint_format\":\"gptq_v2\",\"desc_act\":false,\"dynamic\":null,"
+               "\"group_size\":128,\"lm_head\":false,\"quant_method\":\"gptq\",\"sym\":false}";
+  qq_quant_config qc = {.method = QQ_QUANT_GPTQ, .bits = 4, .group_size = -1, .raw_json = raw};
+  qq_linear_desc d;
+  void *owned = NULL;
+  qq_error err = {0};
+  QQ_ASSERT_OK(qq_qformat_unpack_linear(&qc, "v", table_find, &tb, 8, 8, &d, &owned, &err), &err);
+  assert_memory_equal(d.zeros, zeros, 8); /* as stored: no +1 */
+  for (int r = 0; r < 8; r++)
+    for (int c = 0; c < 8; c++) assert_int_equal(((const uint8_t *)d.w)[r * 8 + c], (r + c) % 16);
+  qq_qformat_free_owned(owned);
+  /* The same words read as v1 mean zero + 1: 15 + 1 does not fit 4 bits and is refused, naming the tensor. */
+  qc.raw_json = NULL;
+  assert_int_equal(qq_qformat_unpack_linear(&qc, "v", table_find, &tb, 8, 8, &d, &owned, &err), QQ_ERR_UNSUPPORTED);
+  assert_non_null(strstr(err.msg, "v.qzeros"));
+  assert_non_null(strstr(err.msg, "gptq_v2"));
+  /* Without column 0's 15, v1 reads every zero one higher than v2. */
+  qzeros[0] = (int32_t)(zw & ~15u);
+  QQ_ASSERT_OK(qq_qformat_unpack_linear(&qc, "v", table_find, &tb, 8, 8, &d, &owned, &err), &err);
+  assert_int_equal(d.zeros[0], 1);
+  assert_int_equal(d.zeros[1], 14);
+  assert_int_equal(d.zeros[3], 1);
+  qq_qformat_free_owned(owned);
+}
+
 static void test_bits_stream(void **state) {
   (void)state;
   uint32_t words[6] = {0};
@@ -372,6 +426,7 @@ int main(void) {
       cmocka_unit_test(test_awq_vector),         cmocka_unit_test(test_gptq_vector_4bit),
       cmocka_unit_test(test_gptq_vector_3bit),   cmocka_unit_test(test_bits_stream),
       cmocka_unit_test(test_compressed_tensors), cmocka_unit_test(test_roundtrip_random),
+      cmocka_unit_test(test_gptq_v2_zeros),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
