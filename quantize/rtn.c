@@ -136,51 +136,64 @@ qq_range_search qq_range_search_default(void) {
   return r;
 }
 
-/* |e|^norm for the range search, vectorizable: 2^(norm·log2 e) with log2 from the exponent bits and
- * 2·atanh((m − 1)/(m + 1)) of the mantissa m ∈ [1, 2) (series to u⁹, |u| < 1/3: 1e-6 absolute), 2^f of
- * the fraction by its Taylor series to f⁶ (2e-5 relative). Values below 1e-30 count 0. */
+/* |e|^norm for the range search, vectorizable (no division, no call): 2^(norm·log2 e). log2 from the
+ * exponent bits and the mantissa m, brought into [√½, √2), by a degree-6 least-squares polynomial in
+ * m − 1 (2.5e-6 absolute); 2^y as 2^round(y) (exponent bits) times the Taylor series of 2^f to f⁵,
+ * |f| ≤ ½ (3e-6 relative). Values below 1e-30 count 0. */
 static inline float pow_norm(float e, float norm) {
   const float a = e > 1e-30f ? e : 1.0f;
   uint32_t b;
   memcpy(&b, &a, sizeof b);
-  const float ex = (float)((int32_t)(b >> 23) - 127);
+  float ex = (float)((int32_t)(b >> 23) - 127);
   b = (b & 0x007FFFFFu) | 0x3F800000u;
   float m;
   memcpy(&m, &b, sizeof m);
-  const float u = (m - 1.0f) / (m + 1.0f), u2 = u * u;
-  const float ln_m = 2.0f * u * (1.0f + u2 * (1.0f / 3 + u2 * (1.0f / 5 + u2 * (1.0f / 7 + u2 * (1.0f / 9)))));
-  float y = norm * (ex + ln_m * 1.44269504f);
+  const bool big = m > 1.41421356f;
+  m = big ? 0.5f * m : m;
+  ex = big ? ex + 1.0f : ex;
+  const float t = m - 1.0f;
+  const float l2 =
+      ex + t * (1.44271577f + t * (-0.721122539f + t * (0.479324359f + t * (-0.367703982f + t * (0.322085496f +
+                                                                                                t * -0.205298295f)))));
+  float y = norm * l2;
   y = y < -126.0f ? -126.0f : (y > 126.0f ? 126.0f : y);
-  int32_t yi = (int32_t)y;
-  yi -= (float)yi > y;
-  const float f = (y - (float)yi) * 0.69314718f;
-  const float pf =
-      1.0f + f * (1.0f + f * (0.5f + f * (1.0f / 6 + f * (1.0f / 24 + f * (1.0f / 120 + f * (1.0f / 720))))));
-  const uint32_t pb = (uint32_t)(yi + 127) << 23;
+  const float magic = 12582912.0f, yr = (y + magic) - magic;
+  const float f = (y - yr) * 0.69314718f;
+  const float pf = 1.0f + f * (1.0f + f * (0.5f + f * (1.0f / 6 + f * (1.0f / 24 + f * (1.0f / 120)))));
+  const uint32_t pb = (uint32_t)((int32_t)yr + 127) << 23;
   float p2;
   memcpy(&p2, &pb, sizeof p2);
   return e > 1e-30f ? p2 * pf : 0.0f;
 }
 
-/* |Q(x) − x|^norm on the grid (s, z). Rounding by adding and subtracting 1.5·2^23 is round-half-to-even
- * as nearbyintf for |x / s| < 2^22 (x / s is clamped to well within that; the search's scales keep it
- * below maxq / (2·(1 − max_shrink)) anyway). */
-static inline float range_err1(float xv, float s, float z, float maxq, float norm) {
+/* |Q(x) − x|^norm on the grid (s, z), x / s taken as x · (1/s) (a search only ranks candidates). Rounding
+ * by adding and subtracting 1.5·2^23 is round-half-to-even as nearbyintf for |x / s| < 2^22; beyond, it
+ * keeps the sign and a magnitude over 2^22, which the clamp to [0, maxq] handles as it should (the
+ * search's scales keep |x / s| below maxq / (2·(1 − max_shrink)) anyway). */
+static inline float range_err1(float xv, float s, float inv_s, float z, float maxq, float norm) {
   const float magic = 12582912.0f;
-  float v = xv / s;
-  v = v < -4.0e6f ? -4.0e6f : (v > 4.0e6f ? 4.0e6f : v);
+  const float v = xv * inv_s;
   float q = ((v + magic) - magic) + z;
   q = q < 0.0f ? 0.0f : (q > maxq ? maxq : q);
   return pow_norm(fabsf((q - z) * s - xv), norm);
 }
 
-/* Σ over the group, in eight lanes of partial sums so that the loop vectorizes. */
-static float range_err(const float *x, int32_t len, float s, float z, float maxq, float norm) {
+/* Σ over the group, in eight lanes of partial sums so that the loop vectorizes. The terms are not
+ * negative: the sum stops, returning at least `bound`, once 32-value chunks have reached it (the
+ * candidate cannot win). */
+static float range_err(const float *x, int32_t len, float s, float z, float maxq, float norm, float bound) {
+  const float inv_s = 1.0f / s;
   float acc[8] = {0};
   int32_t j = 0;
-  for (; j + 8 <= len; j += 8)
-    for (int l = 0; l < 8; l++) acc[l] += range_err1(x[j + l], s, z, maxq, norm);
-  for (; j < len; j++) acc[0] += range_err1(x[j], s, z, maxq, norm);
+  while (j + 8 <= len) {
+    const int32_t end = QQ_MIN(len - len % 8, j + 32);
+    for (; j < end; j += 8)
+      for (int l = 0; l < 8; l++) acc[l] += range_err1(x[j + l], s, inv_s, z, maxq, norm);
+    float t = 0.0f;
+    for (int l = 0; l < 8; l++) t += acc[l];
+    if (t >= bound) return t;
+  }
+  for (; j < len; j++) acc[0] += range_err1(x[j], s, inv_s, z, maxq, norm);
   float t = 0.0f;
   for (int l = 0; l < 8; l++) t += acc[l];
   return t;
@@ -193,14 +206,14 @@ void qq_mse_group_params(const qq_qparams *p, const qq_range_search *rs, const f
   grid_for_range(p, lo, hi, scale, zero);
   if (!(hi > lo) || rs->grid <= 0) return;
   const float maxq = (float)((1 << p->bits) - 1), norm = (float)rs->norm;
-  float best = range_err(x, len, *scale, (float)*zero, maxq, norm);
+  float best = range_err(x, len, *scale, (float)*zero, maxq, norm, INFINITY);
   const int32_t steps = (int32_t)(rs->max_shrink * rs->grid);
   for (int32_t i = 1; i < steps; i++) {
     const float sh = 1.0f - (float)i / (float)rs->grid;
     float s;
     uint8_t z;
     grid_for_range(p, sh * lo, sh * hi, &s, &z);
-    const float e = range_err(x, len, s, (float)z, maxq, norm);
+    const float e = range_err(x, len, s, (float)z, maxq, norm, best);
     if (e < best) {
       best = e;
       *scale = s;
