@@ -93,17 +93,17 @@ qq_status qq_w8a8_quantize(const float *w, int32_t n, int32_t k, qq_scale_dtype 
 /* ================================ GPTQ ================================ */
 
 typedef struct qq_gptq_options {
-  double damp_percent;  /* λ = damp_percent · mean(diag H) added to the diagonal (default 0.01) */
+  double damp_percent;  /* λ = damp_percent · mean(diag H) added to the diagonal (default 0.05) */
   int32_t block_size;   /* lazy-batch block of columns (default 128) */
   bool act_order;       /* process columns by decreasing diag(H); writes g_idx when grouped (default true;
                          * the AutoAWQ layout has no g_idx: turn it off to write GPTQ weights there) */
   bool static_groups;   /* group scales from the unmodified W before any update (default false) */
   bool mse;             /* each group's grid by the range search (qq_mse_group_params with `range`) wherever
-                         * GPTQ fixes it, instead of the group's min / max */
-  qq_range_search range;
+                         * GPTQ fixes it, instead of the group's min / max (default true) */
+  qq_range_search range;/* qq_range_search_default() */
   int32_t refine_sweeps;/* passes of the least-squares refit of each group's scale (and zero, asym) after
-                         * the pass, GPTQ's codes kept, against the row's output error through H
-                         * (qq_refine_grid, quantize_internal.h); 0 off */
+                         * the pass, GPTQ's codes kept, against the row's output error through the
+                         * undamped H (qq_refine_grid, quantize_internal.h) (default 1; 0 off) */
 } qq_gptq_options;
 qq_gptq_options qq_gptq_options_default(void);
 
@@ -218,8 +218,8 @@ typedef struct qq_quantize_options {
   void *progress_user;
   volatile int *cancel;     /* checked between phases: non-zero stops with QQ_ERR_CANCELLED */
 } qq_quantize_options;
-/* Defaults of the method: AWQ 4-bit g128 asym; GPTQ 4-bit g128 sym; SmoothQuant W8A8 α 0.5; RTN 4-bit
- * g128 asym. */
+/* Defaults of the method: AWQ 4-bit g128 asym; GPTQ 4-bit g128 sym (qq_gptq_options_default: act-order,
+ * damping 5 %, range search, one refit pass); SmoothQuant W8A8 α 0.5; RTN 4-bit g128 asym. */
 qq_quantize_options qq_quantize_options_default(qq_method m);
 /* Checks everything that can be checked before work starts: bits and group size the method and format
  * can do, group size dividing every linear's input width, calibration data present when needed. */

@@ -187,7 +187,8 @@ static void test_output_error_matches_direct(void **state) {
   free(h);
 }
 
-static void gptq_vs_rtn(bool act_order, bool static_groups, int32_t bits, int32_t gs) {
+/* plain: damping 1 %, min / max grids, no refit (the options before the range search and the refit). */
+static void gptq_vs_rtn(bool act_order, bool static_groups, int32_t bits, int32_t gs, bool plain) {
   float *w = malloc(sizeof(float) * N * K), *x = malloc(sizeof(float) * M * K), *wq = malloc(sizeof(float) * N * K);
   double *h = malloc(sizeof(double) * K * K);
   make_problem(7, M, N, K, w, h, x);
@@ -203,6 +204,11 @@ static void gptq_vs_rtn(bool act_order, bool static_groups, int32_t bits, int32_
   o.block_size = 16; /* several lazy blocks over K = 64 */
   o.act_order = act_order;
   o.static_groups = static_groups;
+  if (plain) {
+    o.damp_percent = 0.01;
+    o.mse = false;
+    o.refine_sweeps = 0;
+  }
   QQ_ASSERT_OK(qq_gptq_quantize(w, N, K, h, &p, &o, &qg, &err), &err);
   if (act_order && gs != -1 && !static_groups) {
     assert_non_null(qg.g_idx);
@@ -218,7 +224,10 @@ static void gptq_vs_rtn(bool act_order, bool static_groups, int32_t bits, int32_
   qq_qweight_dequant(&qg, wq);
   double e_gptq = qq_quant_output_error(w, wq, N, K, h, NULL);
   /* GPTQ minimises exactly this error column by column; on strongly correlated inputs it reaches well
-   * under RTN (measured 0.36-0.55x on these cases); 0.85 leaves room for the data while failing a broken update. */
+   * under RTN (measured 0.36-0.55x on these cases plain, 0.34-0.56x with the defaults); 0.85 leaves room for the
+   * data while failing a broken update. */
+  print_message("GPTQ%s (act-order %d, static %d, %d bits, group %d): %.3f of RTN's output error\n",
+                plain ? " plain" : "", act_order, static_groups, bits, gs, e_gptq / e_rtn);
   assert_true(e_gptq < 0.85 * e_rtn);
   qq_qweight_free(&qr);
   qq_qweight_free(&qg);
@@ -228,13 +237,23 @@ static void gptq_vs_rtn(bool act_order, bool static_groups, int32_t bits, int32_
   free(h);
 }
 
+static void test_gptq_defaults(void **state) {
+  (void)state;
+  const qq_gptq_options o = qq_gptq_options_default();
+  assert_true(o.damp_percent == 0.05 && o.block_size == 128 && o.act_order && !o.static_groups);
+  assert_true(o.mse && o.range.grid == 100 && o.range.max_shrink == 0.8 && o.range.norm == 2.4);
+  assert_int_equal(o.refine_sweeps, 1);
+}
+
 static void test_gptq_beats_rtn(void **state) {
   (void)state;
-  gptq_vs_rtn(false, false, 4, 16);
-  gptq_vs_rtn(false, false, 3, -1);
-  gptq_vs_rtn(true, false, 4, 16);
-  gptq_vs_rtn(true, true, 4, 16);
-  gptq_vs_rtn(false, false, 8, 32);
+  for (int plain = 0; plain <= 1; plain++) {
+    gptq_vs_rtn(false, false, 4, 16, plain);
+    gptq_vs_rtn(false, false, 3, -1, plain);
+    gptq_vs_rtn(true, false, 4, 16, plain);
+    gptq_vs_rtn(true, true, 4, 16, plain);
+    gptq_vs_rtn(false, false, 8, 32, plain);
+  }
 }
 
 static void test_gptq_diagonal_h_is_rtn(void **state) {
@@ -255,6 +274,8 @@ static void test_gptq_diagonal_h_is_rtn(void **state) {
   QQ_ASSERT_OK(qq_rtn_quantize(w, N, K, &p, &qr, &err), &err);
   qq_gptq_options o = qq_gptq_options_default();
   o.act_order = false;
+  o.mse = false; /* min / max grids and no refit, as RTN */
+  o.refine_sweeps = 0;
   QQ_ASSERT_OK(qq_gptq_quantize(w, N, K, h, &p, &o, &qg, &err), &err);
   assert_memory_equal(qr.codes, qg.codes, N * K);
   assert_memory_equal(qr.scales, qg.scales, sizeof(float) * N * 4);
@@ -274,7 +295,7 @@ static void test_gptq_rejects_bad_hessian(void **state) {
   double h[8 * 8];
   memset(h, 0, sizeof h);
   for (int i = 0; i < 8; i++) h[i * 8 + i] = 1.0;
-  h[0 * 8 + 1] = h[1 * 8 + 0] = 5.0; /* indefinite, far beyond what damping fixes */
+  h[0 * 8 + 1] = h[1 * 8 + 0] = 50.0; /* indefinite (eigenvalue −49), far beyond what damping fixes */
   qq_qparams p = qq_qparams_default();
   p.group_size = -1;
   qq_gptq_options o = qq_gptq_options_default();
@@ -322,6 +343,8 @@ static void test_gptq_mse(void **state) {
     o.block_size = 16;
     o.act_order = mode != 1;
     o.static_groups = mode == 2;
+    o.mse = false;
+    o.refine_sweeps = 0;
     qq_qweight q0, q1, qr;
     qq_error err = {0};
     QQ_ASSERT_OK(qq_gptq_quantize(w, N, K, h, &p, &o, &q0, &err), &err);
@@ -378,6 +401,7 @@ static void test_gptq_refine(void **state) {
     o.act_order = shape <= 1;
     o.static_groups = shape == 1;
     o.mse = mode >= 6;
+    o.refine_sweeps = 0;
     qq_qweight q0, q1;
     qq_error err = {0};
     QQ_ASSERT_OK(qq_gptq_quantize(w, N, K, h, &p, &o, &q0, &err), &err);
@@ -396,7 +420,7 @@ static void test_gptq_refine(void **state) {
       t1 += e1;
     }
     print_message("GPTQ refit (mode %d): output error %.4f of GPTQ's\n", mode, t1 / t0);
-    assert_true(t1 < 0.97 * t0);
+    assert_true(t1 < (shape == 3 ? 0.99 : 0.95) * t0); /* measured 0.87-0.93, per channel 0.96-0.98 */
     for (int32_t i = 0; i < N * q1.n_groups; i++) {
       assert_true(q1.scales[i] > 0.0f && q1.scales[i] == qq_f16_to_f32(qq_f32_to_f16(q1.scales[i])));
       if (sym) assert_int_equal(q1.zeros[i], 1 << (p.bits - 1));
@@ -678,6 +702,7 @@ int main(void) {
       cmocka_unit_test(test_scale_rounding),
       cmocka_unit_test(test_bad_params),
       cmocka_unit_test(test_output_error_matches_direct),
+      cmocka_unit_test(test_gptq_defaults),
       cmocka_unit_test(test_gptq_beats_rtn),
       cmocka_unit_test(test_gptq_diagonal_h_is_rtn),
       cmocka_unit_test(test_gptq_rejects_bad_hessian),

@@ -43,13 +43,13 @@ static void usage(FILE *f) {
           "  --no-act-order      gptq: columns in their natural order\n"
           "  --static-groups     gptq: group scales fixed before any update\n"
           "  --no-true-sequential gptq: one capture per layer instead of q/k/v, o, gate/up, down in turn\n"
-          "  --damp P            gptq: damping as a fraction of the mean Hessian diagonal (default 0.01)\n"
+          "  --damp P            gptq: damping as a fraction of the mean Hessian diagonal (default 0.05)\n"
           "  --block-size N      gptq: lazy update block (default 128)\n"
           "  --gptq-mse          gptq: choose each group's range by the least Σ|Q(w) − w|^2.4 over 80 shrink\n"
-          "                      factors 1 − i/100 of its min / max (the reference GPTQ's mse option)\n"
+          "                      factors 1 − i/100 of its min / max (the reference GPTQ's mse option; default)\n"
           "  --no-gptq-mse       gptq: each group's range from its min / max\n"
           "  --gptq-refine N     gptq: passes of the least-squares refit of every group's scale (asym: and\n"
-          "                      zero) to GPTQ's codes against the layer's output error (default 0; 0 off)\n"
+          "                      zero) to GPTQ's codes against the layer's output error (default 1; 0 off)\n"
           "  --awq-grid N        awq: α grid points (default 20)\n"
           "  --no-clip           awq: skip the weight clipping search\n"
           "  --awq-refine N      awq: passes of least-squares grid refinement after clipping (default 2; 0 off)\n"
@@ -100,7 +100,7 @@ static int run(int argc, char **argv) {
   const char *method_s = NULL, *model_dir = NULL, *out_dir = NULL, *calib_path = NULL, *format_s = "auto";
   long bits = -1, group = 0, samples = 128, seqlen = 512, threads = 0, seed = 0, max_shard_mb = 4096;
   long block = 128, grid = 20, refine = 2, gptq_refine = -1;
-  double damp = 0.01, alpha = 0.5;
+  double damp = -1.0, alpha = 0.5; /* damp < 0: the library's default */
   int sym = -1;
   int act_order = -1; /* -1: the method's default */
   int gptq_mse = -1;
@@ -193,7 +193,7 @@ static int run(int argc, char **argv) {
     fprintf(stderr, "qquant: --format '%s': expected auto, awq, gptq or compressed-tensors\n", format_s);
     return 2;
   }
-  o.gptq.damp_percent = damp;
+  if (damp > 0.0) o.gptq.damp_percent = damp;
   o.gptq.block_size = (int32_t)block;
   /* GPTQ's default is act-order (as GPTQModel's): measured better at W3 and W4 on the fixtures
    * (docs/quality.md). The AutoAWQ layout cannot hold the g_idx it needs. */
