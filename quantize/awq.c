@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "quantize.h"
+#include "quantize_internal.h"
 
 qq_awq_options qq_awq_options_default(void) {
   qq_awq_options o = {
@@ -187,12 +187,17 @@ static void regrid(const double *wg, int32_t gs, float sc, int32_t z, int32_t bi
   }
 }
 
-/* Group-major: for group g the candidates of all rows are formed together, so that every product with
- * H_gg is one dgemm over the rows; the rows' H·d are brought up to date after each group. */
 qq_status qq_awq_refine_grid(const float *w, const double *h, const qq_qparams *p, int32_t sweeps, qq_qweight *q,
                              qq_error *err) {
+  return qq_refine_grid(w, h, p, sweeps, false, q, err);
+}
+
+/* Group-major: for group g the candidates of all rows are formed together, so that every product with
+ * H_gg is one dgemm over the rows; the rows' H·d are brought up to date after each group. */
+qq_status qq_refine_grid(const float *w, const double *h, const qq_qparams *p, int32_t sweeps, bool keep_codes,
+                         qq_qweight *q, qq_error *err) {
   if (q->g_idx || sweeps < 0)
-    return qq_error_set(err, QQ_ERR_INVALID_ARG, "AWQ grid refinement: g_idx or %d sweeps", sweeps);
+    return qq_error_set(err, QQ_ERR_INVALID_ARG, "grid refinement: g_idx or %d sweeps", sweeps);
   const int32_t n = q->n, k = q->k, gs = q->group_size, G = q->n_groups, maxq = (1 << q->bits) - 1;
   const int32_t Z = q->sym ? 1 : 3;
   const size_t ng = (size_t)n * gs;
@@ -207,7 +212,7 @@ qq_status qq_awq_refine_grid(const float *w, const double *h, const qq_qparams *
   qq_status st = QQ_OK;
   if (!d || !hd || !hg || !h1 || !wg || !hwg || !dg || !hdg || !u || !hu || !dd || !bx || !hu0 || !best || !cz ||
       !bz || !sz) {
-    st = qq_error_set(err, QQ_ERR_NOMEM, "AWQ grid refinement: out of memory");
+    st = qq_error_set(err, QQ_ERR_NOMEM, "grid refinement: out of memory");
     goto done;
   }
   for (int32_t r = 0; r < n; r++)
@@ -255,10 +260,12 @@ qq_status qq_awq_refine_grid(const float *w, const double *h, const qq_qparams *
             bx[a] = hd[(size_t)r * k + c0 + a] - hdg[ri + a];
           }
           const float s1 = ls_scale(u + ri, hu0, hwg + ri, bx, gs, p->scale_dtype, s0);
-          regrid(wg + ri, gs, s1, z, q->bits, codes + ri, u + ri);
+          if (keep_codes) memcpy(codes + ri, q->codes + (size_t)r * k + c0, (size_t)gs);
+          else regrid(wg + ri, gs, s1, z, q->bits, codes + ri, u + ri);
           scz[r] = s1;
         }
-        /* Round 2: the same with the new codes. */
+        /* Round 2: the same with the new codes (unchanged codes: the same least squares). */
+        if (!keep_codes) {
         cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, gs, gs, 1.0, u, gs, hg, gs, 0.0, hu, gs);
         for (int32_t r = 0; r < n; r++) {
           if (scz[r] < 0.0f) continue;
@@ -268,6 +275,7 @@ qq_status qq_awq_refine_grid(const float *w, const double *h, const qq_qparams *
           const float s2 = ls_scale(u + ri, hu + ri, hwg + ri, bx, gs, p->scale_dtype, scz[r]);
           regrid(wg + ri, gs, s2, z, q->bits, codes + ri, u + ri);
           scz[r] = s2;
+        }
         }
         /* Change of each row's error: with dd = d' − d, ddᵀ H_gg dd + 2 ddᵀ (H d)_g, where
          * H_gg dd = H_gg w − s H_gg u − H_gg d. */

@@ -66,6 +66,19 @@ void qq_qweight_desc(const qq_qweight *q, const float *bias, qq_linear_desc *out
  * p->scale_dtype. */
 void qq_rtn_group_params(const qq_qparams *p, const float *x, int32_t len, int32_t stride, float *scale,
                          uint8_t *zero);
+/* Range search of a group's grid (the reference GPTQ Quantizer's mse=True): the range [lo, hi] of the
+ * group is shrunk to p·[lo, hi] for p = 1 − i/grid, i = 0 .. max_shrink·grid − 1, and the grid of the p
+ * with the least Σ |Q(x) − x|^norm is kept (the first on ties, i.e. the widest). */
+typedef struct qq_range_search {
+  int32_t grid;       /* shrink steps (default 100) */
+  double max_shrink;  /* p goes down to 1 − max_shrink (exclusive) (default 0.8: 80 candidates) */
+  double norm;        /* exponent of the error (default 2.4) */
+} qq_range_search;
+qq_range_search qq_range_search_default(void);
+/* qq_rtn_group_params with the range search, for len contiguous values (|x|^norm evaluated to ~1e-4
+ * relative, in single precision: the search only ranks candidates). grid 0 is qq_rtn_group_params. */
+void qq_mse_group_params(const qq_qparams *p, const qq_range_search *rs, const float *x, int32_t len, float *scale,
+                         uint8_t *zero);
 /* code = clamp(round(x / scale) + zero, 0, 2^bits − 1) (round half to even, as torch.round). */
 uint8_t qq_rtn_code(float x, float scale, uint8_t zero, int32_t bits);
 /* Round-to-nearest quantization of w [n][k] into q (allocated here; free with qq_qweight_free). */
@@ -80,11 +93,17 @@ qq_status qq_w8a8_quantize(const float *w, int32_t n, int32_t k, qq_scale_dtype 
 /* ================================ GPTQ ================================ */
 
 typedef struct qq_gptq_options {
-  double damp_percent;  /* λ = damp_percent · mean(diag H) added to the diagonal (default 0.01) */
+  double damp_percent;  /* λ = damp_percent · mean(diag H) added to the diagonal (default 0.05) */
   int32_t block_size;   /* lazy-batch block of columns (default 128) */
   bool act_order;       /* process columns by decreasing diag(H); writes g_idx when grouped (default true;
                          * the AutoAWQ layout has no g_idx: turn it off to write GPTQ weights there) */
   bool static_groups;   /* group scales from the unmodified W before any update (default false) */
+  bool mse;             /* each group's grid by the range search (qq_mse_group_params with `range`) wherever
+                         * GPTQ fixes it, instead of the group's min / max (default true) */
+  qq_range_search range;/* qq_range_search_default() */
+  int32_t refine_sweeps;/* passes of the least-squares refit of each group's scale (and zero, asym) after
+                         * the pass, GPTQ's codes kept, against the row's output error through the
+                         * undamped H (qq_refine_grid, quantize_internal.h) (default 1; 0 off) */
 } qq_gptq_options;
 qq_gptq_options qq_gptq_options_default(void);
 
@@ -199,8 +218,8 @@ typedef struct qq_quantize_options {
   void *progress_user;
   volatile int *cancel;     /* checked between phases: non-zero stops with QQ_ERR_CANCELLED */
 } qq_quantize_options;
-/* Defaults of the method: AWQ 4-bit g128 asym; GPTQ 4-bit g128 sym; SmoothQuant W8A8 α 0.5; RTN 4-bit
- * g128 asym. */
+/* Defaults of the method: AWQ 4-bit g128 asym; GPTQ 4-bit g128 sym (qq_gptq_options_default: act-order,
+ * damping 5 %, range search, one refit pass); SmoothQuant W8A8 α 0.5; RTN 4-bit g128 asym. */
 qq_quantize_options qq_quantize_options_default(qq_method m);
 /* Checks everything that can be checked before work starts: bits and group size the method and format
  * can do, group size dividing every linear's input width, calibration data present when needed. */

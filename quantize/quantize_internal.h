@@ -39,4 +39,14 @@ struct qq_quantized {
  * of memory. */
 cJSON *qq_quant_config_json(const qq_quantize_options *o, qq_out_format format, qq_task task);
 
+/* Least-squares grid refinement of q (groups contiguous, no g_idx) against w [n][k] and H (same space):
+ * per row, each group's scale (and zero by ±1 when asymmetric) is re-fitted in turn against the whole
+ * row's output error (w − ŵ) H (w − ŵ)ᵀ, the other groups' errors included; a change is kept only when
+ * that error goes down; sweeps passes over the groups. keep_codes false (AWQ, qq_awq_refine_grid): the
+ * group's codes are re-rounded to nearest on each new grid (two least-squares rounds). keep_codes true
+ * (GPTQ): the codes stay as they are and only the grid is fitted to them. Scales are rounded to
+ * p->scale_dtype; zeros stay in [p->zero_min, 2^bits − 1]. awq.c. */
+qq_status qq_refine_grid(const float *w, const double *h, const qq_qparams *p, int32_t sweeps, bool keep_codes,
+                         qq_qweight *q, qq_error *err);
+
 #endif

@@ -218,6 +218,13 @@ static cJSON *qquant_meta_json(const qq_quantized *q) {
     cJSON_AddBoolToObject(j, "true_sequential", o->true_sequential);
     cJSON_AddNumberToObject(j, "damp_percent", o->gptq.damp_percent);
     cJSON_AddNumberToObject(j, "block_size", o->gptq.block_size);
+    cJSON_AddBoolToObject(j, "mse", o->gptq.mse);
+    if (o->gptq.mse) {
+      cJSON_AddNumberToObject(j, "mse_grid", o->gptq.range.grid);
+      cJSON_AddNumberToObject(j, "mse_max_shrink", o->gptq.range.max_shrink);
+      cJSON_AddNumberToObject(j, "mse_norm", o->gptq.range.norm);
+    }
+    cJSON_AddNumberToObject(j, "refine_sweeps", o->gptq.refine_sweeps);
   } else if (o->method == QQ_METHOD_AWQ) {
     cJSON_AddNumberToObject(j, "awq_grid", o->awq.n_grid);
     cJSON_AddBoolToObject(j, "awq_clip", o->awq.clip);

@@ -45,6 +45,9 @@ if ! command -v nvidia-smi > /dev/null 2>&1; then
   grep -qi "cuda" "$T/stderr" || fail "qquant --device cuda without a GPU: stderr lacks 'cuda': $(cat "$T/stderr")"
   [ ! -e "$T/out" ] || fail "qquant --device cuda without a GPU created $T/out"
 fi
+refused "are GPTQ options" --method awq --gptq-mse --model "$M" --out "$T/out" --calib "$C"
+refused "are GPTQ options" --method rtn --gptq-refine 1 --model "$M" --out "$T/out"
+refused "gptq-refine" --method gptq --gptq-refine -1 --model "$M" --out "$T/out" --calib "$C"
 # act-order is GPTQ's default, but only asked for explicitly is it refused with the AutoAWQ layout
 refused "act-order needs g_idx" --method gptq --format awq --act-order --model "$M" --out "$T/out" --calib "$C"
 mkdir "$T/out"
@@ -82,6 +85,17 @@ done
 grep -q '"quant_method":[[:space:]]*"gptq"' "$T/gptq/config.json" || fail "config.json lacks quant_method gptq"
 [ -f "$T/gptq/tokenizer.json" ] || fail "tokenizer.json not copied"
 grep -q '"desc_act":[[:space:]]*true' "$T/gptq/config.json" || fail "GPTQ's default is act-order (desc_act true)"
+# GPTQ's defaults: damping 5 %, the range search, one refit pass (qquant metadata and quantization_config)
+for kv in '"damp_percent":[[:space:]]*0.05' '"mse":[[:space:]]*true' '"mse_grid":[[:space:]]*100' \
+  '"refine_sweeps":[[:space:]]*1'; do
+  grep -q "$kv" "$T/gptq/config.json" || fail "GPTQ's defaults: config.json lacks $kv"
+done
+# ... and the options that turn them off
+"$Q" --method gptq --no-gptq-mse --gptq-refine 0 --damp 0.01 --model "$M" --out "$T/gptq-plain" --calib "$C" \
+  --calib-samples 2 --calib-seqlen 64 --threads 2 > /dev/null 2> "$T/stderr" || fail "plain gptq: exit $?"
+for kv in '"damp_percent":[[:space:]]*0.01' '"mse":[[:space:]]*false' '"refine_sweeps":[[:space:]]*0'; do
+  grep -q "$kv" "$T/gptq-plain/config.json" || fail "--no-gptq-mse --gptq-refine 0 --damp 0.01: config.json lacks $kv"
+done
 # GPTQ into the AutoAWQ layout (no g_idx): act-order is off by default there, and the run works.
 "$Q" --method gptq --format awq --asym --model "$M" --out "$T/gptq-awq" --calib "$C" --calib-samples 2 \
   --calib-seqlen 64 --threads 2 > /dev/null 2> "$T/stderr" || fail "gptq --format awq: exit $? ($(tail -2 "$T/stderr"))"

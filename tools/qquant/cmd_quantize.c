@@ -45,8 +45,13 @@ static void usage(FILE *f) {
           "  --no-act-order      gptq: columns in their natural order\n"
           "  --static-groups     gptq: group scales fixed before any update\n"
           "  --no-true-sequential gptq: one capture per layer instead of q/k/v, o, gate/up, down in turn\n"
-          "  --damp P            gptq: damping as a fraction of the mean Hessian diagonal (default 0.01)\n"
+          "  --damp P            gptq: damping as a fraction of the mean Hessian diagonal (default 0.05)\n"
           "  --block-size N      gptq: lazy update block (default 128)\n"
+          "  --gptq-mse          gptq: choose each group's range by the least Σ|Q(w) − w|^2.4 over 80 shrink\n"
+          "                      factors 1 − i/100 of its min / max (the reference GPTQ's mse option; default)\n"
+          "  --no-gptq-mse       gptq: each group's range from its min / max\n"
+          "  --gptq-refine N     gptq: passes of the least-squares refit of every group's scale (asym: and\n"
+          "                      zero) to GPTQ's codes against the layer's output error (default 1; 0 off)\n"
           "  --awq-grid N        awq: α grid points (default 20)\n"
           "  --no-clip           awq: skip the weight clipping search\n"
           "  --awq-refine N      awq: passes of least-squares grid refinement after clipping (default 2; 0 off)\n"
@@ -97,10 +102,11 @@ static int run(int argc, char **argv) {
   const char *method_s = NULL, *model_dir = NULL, *out_dir = NULL, *calib_path = NULL, *format_s = "auto";
   long bits = -1, group = 0, samples = 128, seqlen = 512, threads = 0, seed = 0, max_shard_mb = 4096;
   qq_device_kind device = QQ_DEVICE_CPU;
-  long block = 128, grid = 20, refine = 2;
-  double damp = 0.01, alpha = 0.5;
+  long block = 128, grid = 20, refine = 2, gptq_refine = -1;
+  double damp = -1.0, alpha = 0.5; /* damp < 0: the library's default */
   int sym = -1;
   int act_order = -1; /* -1: the method's default */
+  int gptq_mse = -1;
   bool static_groups = false, no_true_seq = false, no_clip = false, static_act = false,
        force = false, group_set = false;
   for (int i = 1; i < argc; i++) {
@@ -133,6 +139,8 @@ static int run(int argc, char **argv) {
       if (!qq_cli_int(CMD, a, argv[++i], 1, 1 << 16, &block)) return 2;
     } else if (!strcmp(a, "--awq-grid") && hv) {
       if (!qq_cli_int(CMD, a, argv[++i], 1, 1000, &grid)) return 2;
+    } else if (!strcmp(a, "--gptq-refine") && hv) {
+      if (!qq_cli_int(CMD, a, argv[++i], 0, 100, &gptq_refine)) return 2;
     } else if (!strcmp(a, "--awq-refine") && hv) {
       if (!qq_cli_int(CMD, a, argv[++i], 0, 100, &refine)) return 2;
     } else if (!strcmp(a, "--damp") && hv) {
@@ -152,6 +160,8 @@ static int run(int argc, char **argv) {
     else if (!strcmp(a, "--act-order")) act_order = 1;
     else if (!strcmp(a, "--no-act-order")) act_order = 0;
     else if (!strcmp(a, "--static-groups")) static_groups = true;
+    else if (!strcmp(a, "--gptq-mse")) gptq_mse = 1;
+    else if (!strcmp(a, "--no-gptq-mse")) gptq_mse = 0;
     else if (!strcmp(a, "--no-true-sequential")) no_true_seq = true;
     else if (!strcmp(a, "--no-clip")) no_clip = true;
     else if (!strcmp(a, "--static-act")) static_act = true;
@@ -184,20 +194,23 @@ static int run(int argc, char **argv) {
     fprintf(stderr, "qquant: --format '%s': expected auto, awq, gptq or compressed-tensors\n", format_s);
     return 2;
   }
-  o.gptq.damp_percent = damp;
+  if (damp > 0.0) o.gptq.damp_percent = damp;
   o.gptq.block_size = (int32_t)block;
   /* GPTQ's default is act-order (as GPTQModel's): measured better at W3 and W4 on the fixtures
    * (docs/quality.md). The AutoAWQ layout cannot hold the g_idx it needs. */
   o.gptq.act_order = act_order >= 0 ? act_order == 1 : qq_quantize_resolve_format(&o) != QQ_OUT_AWQ;
   o.gptq.static_groups = static_groups;
+  if (gptq_mse >= 0) o.gptq.mse = gptq_mse == 1;
+  if (gptq_refine >= 0) o.gptq.refine_sweeps = (int32_t)gptq_refine;
   o.true_sequential = !no_true_seq;
   o.awq.n_grid = (int32_t)grid;
   o.awq.clip = !no_clip;
   o.awq.refine_sweeps = (int32_t)refine;
   o.sq_alpha = alpha;
   o.sq_static_act = static_act;
-  if ((act_order >= 0 || static_groups || no_true_seq) && method != QQ_METHOD_GPTQ) {
-    fprintf(stderr, "qquant: --act-order / --no-act-order / --static-groups / --no-true-sequential are GPTQ options\n");
+  if ((act_order >= 0 || static_groups || no_true_seq || gptq_mse >= 0 || gptq_refine >= 0) && method != QQ_METHOD_GPTQ) {
+    fprintf(stderr, "qquant: --act-order / --no-act-order / --static-groups / --no-true-sequential / --gptq-mse / "
+                    "--no-gptq-mse / --gptq-refine are GPTQ options\n");
     return 2;
   }
   if (static_act && method != QQ_METHOD_SMOOTHQUANT) {
