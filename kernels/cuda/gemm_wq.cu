@@ -12,10 +12,12 @@
  *    mma.sync.m16n8k16 (fp32 accumulate), weights as the A operand (16 output features × 16 inputs),
  *    tokens in the n8 dimension (m ≤ 8: one n8 tile, m ≤ 16: 2, ≤ 32: 4, ≤ 64: 8), so a GEMV wastes
  *    no tensor-core rows on padding tokens' weights: all bandwidth goes to weights.
- *  - m ≤ 8 with uniform groups (every group a whole number of chunks: group-wise ≥ 64 columns at 4
+ *  - m ≤ 16 with uniform groups (every group a whole number of chunks: group-wise ≥ 64 columns at 4
  *    bits / ≥ 32 at 8, act-order, per-channel): wq_m1_kernel, the same computation with fewer
  *    instructions per weight byte (group changes at compile-time positions, no group-table loads, no
- *    divisions); identical output for the same split-K. QQ_WQ_M1=old runs wq_gemm_kernel instead.
+ *    divisions); one n8 token tile (NT = 1) for m ≤ 8, two (NT = 2: each dequantized weight fragment
+ *    feeds two mmas) for 9..16; identical output to wq_gemm_kernel at MT = NT for the same split-K.
+ *    QQ_WQ_M1=old runs wq_gemm_kernel instead.
  *  - m > 64 (prefill): wq_dequant_kernel writes the weight as a dense T matrix into ctx->ws (one
  *    bandwidth-bound pass), then qq_cuda_gemm_dense (cuBLASLt). The skinny kernel can also run any m
  *    in chunks of 64 tokens (qq_cuda_wq_set_tuning, a hook for the benchmark); which is
@@ -750,10 +752,16 @@ __global__ void __launch_bounds__(QQ_WQ_WPB * 32, wq_cfg<MT, R>::MIN_BLOCKS) wq_
   }
 }
 
-/* ---- the m ≤ 8 kernel ("m1"; QQ_WQ_M1=old selects wq_gemm_kernel<·, ·, 1, R> instead) ------------------
+/* ---- the m ≤ 16 kernel ("m1"; QQ_WQ_M1=old selects wq_gemm_kernel<·, ·, NT, R> instead) ---------------
  *
- * Same layout, same arithmetic in the same order as wq_gemm_kernel at MT = 1 (bit-identical output
- * for the same split-K factor), fewer instructions per weight byte and shorter dependency chains:
+ * Same layout, same arithmetic in the same order as wq_gemm_kernel at MT = NT (bit-identical output
+ * for the same split-K factor), fewer instructions per weight byte and shorter dependency chains.
+ * NT n8 token tiles: 1 (m ≤ 8) or 2 (9 ≤ m ≤ 16; the weights are read once whatever m is, so 16 tokens
+ * should cost about what 8 cost): each dequantized A fragment feeds NT mmas, one per token tile, into
+ * NT sets of partials / accumulators; lane rows gid and 8 + gid of x (a row ≥ m reads row 0 and its
+ * outputs are never stored, as in wq_mainloop); split-K slots of 8·NT tokens as wq_gemm_kernel's at
+ * MT = NT. The split-K factor is the m1 rule's for both NT (wq_choose_skb, mt = 1). Against
+ * wq_gemm_kernel:
  *  - groups are uniform (every virtual group but the last spans gch whole chunks: group-wise weights
  *    with group size a multiple of the chunk width, GPTQ act-order, per-channel; host check
  *    wq_uniform_gch), so the group of chunk c is c / gch: no tile_group / gend loads (the old kernel
@@ -764,7 +772,7 @@ __global__ void __launch_bounds__(QQ_WQ_WPB * 32, wq_cfg<MT, R>::MIN_BLOCKS) wq_
  *  - grid (block-rows, k-splits): no integer division for the block position, the k-range in 32-bit
  *    arithmetic (host guarantees kc · skb < 2^31) instead of a 64-bit division;
  *  - cp.async predicates once per stage (full stages copy unpredicated);
- *  - no m-tile loop, no m-chunks (m ≤ 8 is one n8 tile). */
+ *  - no m-chunks (m ≤ 16 is one launch of NT ≤ 2 token tiles). */
 struct wq_m1_args {
   const uint4 *codes;
   const float2 *scl;
@@ -1208,7 +1216,7 @@ static void wq_layout_free(wq_layout *L) {
 
 /* Chunks per virtual group when groups are uniform enough for wq_m1_kernel: every group but the
  * last spans the same whole number of chunks gch (so the group of chunk c is c / gch) and the last
- * one no more than that; one group: gch = kc (no boundary). Else 0 (the m ≤ 8 path then runs
+ * one no more than that; one group: gch = kc (no boundary). Else 0 (the m ≤ 16 path then runs
  * wq_gemm_kernel): groups narrower than a chunk (16/32 columns at 4 bits, 16 at 8 bits), group sizes
  * that are not multiples of 16, uneven g_idx. */
 static int32_t wq_uniform_gch(const wq_layout *L) {
@@ -1374,7 +1382,8 @@ static int wq_choose_skb(const qq_cuda_wq *w, int mt, int32_t occ_blocks, int64_
      * split gives each SM about 2–4 blocks, not the one full wave of resident blocks the model below
      * picks: m = 1 W4 qkv 1.17× bf16 at 288 blocks vs 1.08× at 792, o 1.20× at 224 vs 1.02× at 784,
      * down 1.86× at 392 vs 1.78× at 784, gate_up 2.49× at 592 (the model's choice). Past ~2.5 blocks
-     * per SM the blocks' fixed costs add up faster than the shorter k-ranges save. */
+     * per SM the blocks' fixed costs add up faster than the shorter k-ranges save. wq_m1_kernel at
+     * NT = 2 (m 9..16) takes the same factor (skb_m1; not measured separately). */
     const int64_t want = (QQ_WQ_M1_BLOCKS_PER_SM_X2 * sms + 2 * rows - 1) / (2 * rows);
     return (int)(want < 1 ? 1 : want > cap ? cap : want);
   }
@@ -1573,7 +1582,7 @@ extern "C" qq_status qq_cuda_wq_create(qq_cuda_ctx *c, const qq_linear_desc *d, 
     const long v = strtol(smm, NULL, 10);
     if (v >= 0 && v <= 64) w->skinny_max_m = (int)v;
   }
-  /* A/B switch for measurements: QQ_WQ_M1=old runs m ≤ 8 through wq_gemm_kernel as before */
+  /* A/B switch for measurements: QQ_WQ_M1=old runs m ≤ 16 through wq_gemm_kernel as before */
   const char *m1 = getenv("QQ_WQ_M1");
   w->m1_off = m1 && strcmp(m1, "old") == 0;
   /* more knobs for measurements: the m1 kernel's split-K factor, the n-tile count from which a warp
