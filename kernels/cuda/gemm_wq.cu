@@ -1024,9 +1024,10 @@ __device__ __forceinline__ void wq_m1_loop(const wq_m1_args &p, const int (&nt)[
  * group change before every chunk (GCH 1; R 1 at 80 and 8-bit R 2 at 96 spilled 16 bytes, ptxas -v;
  * at R 1 the reloads were in the k loop). NT 2 holds twice the x fragments (the double buffer: 16
  * registers more at R 1, 4-bit), partials and accumulators: 128, as wq_gemm_kernel at MT 2 (sm_90a,
- * ptxas -v: 92..127 registers, no spill), except 4-bit GCH 1 at R 2, which spilled 16 bytes at 128 and
- * gets 168 (3 blocks). 4 resident blocks still hold the ~2.5 blocks per SM the m1 split-K rule aims at;
- * the 96 of NT 1 (5 blocks) would not hold the x double buffer. */
+ * ptxas -v: 92..128 registers, no spill), except 4-bit GCH 1 at R 2, which spilled 16 bytes at 128 and
+ * gets 168 (3 blocks; 147 used); sm_80: 4-bit GCH 2 at R 2 spills 4 bytes at 128 (sm_80 only). 4
+ * resident blocks still hold the ~2.5 blocks per SM the m1 split-K rule aims at; the 96 of NT 1 (5
+ * blocks) would not hold the x double buffer. */
 template <int NT, int R, int GCH> struct wq_m1_cfg {
   static constexpr int MIN_BLOCKS = NT == 2 ? (GCH == 1 && R == 2 ? 3 : 4)
                                     : GCH == 1 ? (R == 1 ? 5 : 4) : wq_cfg<1, R>::MIN_BLOCKS;
