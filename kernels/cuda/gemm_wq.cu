@@ -12,10 +12,12 @@
  *    mma.sync.m16n8k16 (fp32 accumulate), weights as the A operand (16 output features × 16 inputs),
  *    tokens in the n8 dimension (m ≤ 8: one n8 tile, m ≤ 16: 2, ≤ 32: 4, ≤ 64: 8), so a GEMV wastes
  *    no tensor-core rows on padding tokens' weights: all bandwidth goes to weights.
- *  - m ≤ 8 with uniform groups (every group a whole number of chunks: group-wise ≥ 64 columns at 4
+ *  - m ≤ 16 with uniform groups (every group a whole number of chunks: group-wise ≥ 64 columns at 4
  *    bits / ≥ 32 at 8, act-order, per-channel): wq_m1_kernel, the same computation with fewer
  *    instructions per weight byte (group changes at compile-time positions, no group-table loads, no
- *    divisions); identical output for the same split-K. QQ_WQ_M1=old runs wq_gemm_kernel instead.
+ *    divisions); one n8 token tile (NT = 1) for m ≤ 8, two (NT = 2: each dequantized weight fragment
+ *    feeds two mmas) for 9..16; identical output to wq_gemm_kernel at MT = NT for the same split-K.
+ *    QQ_WQ_M1=old runs wq_gemm_kernel instead.
  *  - m > 64 (prefill): wq_dequant_kernel writes the weight as a dense T matrix into ctx->ws (one
  *    bandwidth-bound pass), then qq_cuda_gemm_dense (cuBLASLt). The skinny kernel can also run any m
  *    in chunks of 64 tokens (qq_cuda_wq_set_tuning, a hook for the benchmark); which is
@@ -750,10 +752,16 @@ __global__ void __launch_bounds__(QQ_WQ_WPB * 32, wq_cfg<MT, R>::MIN_BLOCKS) wq_
   }
 }
 
-/* ---- the m ≤ 8 kernel ("m1"; QQ_WQ_M1=old selects wq_gemm_kernel<·, ·, 1, R> instead) ------------------
+/* ---- the m ≤ 16 kernel ("m1"; QQ_WQ_M1=old selects wq_gemm_kernel<·, ·, NT, R> instead) ---------------
  *
- * Same layout, same arithmetic in the same order as wq_gemm_kernel at MT = 1 (bit-identical output
- * for the same split-K factor), fewer instructions per weight byte and shorter dependency chains:
+ * Same layout, same arithmetic in the same order as wq_gemm_kernel at MT = NT (bit-identical output
+ * for the same split-K factor), fewer instructions per weight byte and shorter dependency chains.
+ * NT n8 token tiles: 1 (m ≤ 8) or 2 (9 ≤ m ≤ 16; the weights are read once whatever m is, so 16 tokens
+ * should cost about what 8 cost): each dequantized A fragment feeds NT mmas, one per token tile, into
+ * NT sets of partials / accumulators; lane rows gid and 8 + gid of x (a row ≥ m reads row 0 and its
+ * outputs are never stored, as in wq_mainloop); split-K slots of 8·NT tokens as wq_gemm_kernel's at
+ * MT = NT. The split-K factor is the m1 rule's for both NT (wq_choose_skb, mt = 1). Against
+ * wq_gemm_kernel:
  *  - groups are uniform (every virtual group but the last spans gch whole chunks: group-wise weights
  *    with group size a multiple of the chunk width, GPTQ act-order, per-channel; host check
  *    wq_uniform_gch), so the group of chunk c is c / gch: no tile_group / gend loads (the old kernel
@@ -764,7 +772,7 @@ __global__ void __launch_bounds__(QQ_WQ_WPB * 32, wq_cfg<MT, R>::MIN_BLOCKS) wq_
  *  - grid (block-rows, k-splits): no integer division for the block position, the k-range in 32-bit
  *    arithmetic (host guarantees kc · skb < 2^31) instead of a 64-bit division;
  *  - cp.async predicates once per stage (full stages copy unpredicated);
- *  - no m-tile loop, no m-chunks (m ≤ 8 is one n8 tile). */
+ *  - no m-chunks (m ≤ 16 is one launch of NT ≤ 2 token tiles). */
 struct wq_m1_args {
   const uint4 *codes;
   const float2 *scl;
@@ -787,9 +795,9 @@ struct wq_m1_args {
  * the parity of c0): no test per chunk. GCH 0 tests once per stage whether a change falls inside it
  * (not at all for per-channel weights) and only then per chunk. (A per-chunk `if` around the change
  * is if-converted by ptxas into ~30 predicated-off instructions issued on every chunk, SASS.) */
-template <typename T, int SB, int R, int GCH>
+template <typename T, int SB, int NT, int R, int GCH>
 __device__ __forceinline__ void wq_m1_loop(const wq_m1_args &p, const int (&nt)[R], int c0, int c1,
-                                           float (&acc)[R][4], uint4 *ring) {
+                                           float (&acc)[R][NT][4], uint4 *ring) {
   constexpr int TPC = wq_tpc(SB), U = wq_cfg<1, R>::U, S = wq_cfg<1, R>::S, KCH = wq_kch(SB);
   static_assert(U % 2 == 0 && U >= GCH, "stage patterns need an even U");
   const int lane = threadIdx.x & 31, gid = lane >> 2;
@@ -850,36 +858,51 @@ __device__ __forceinline__ void wq_m1_loop(const wq_m1_args &p, const int (&nt)[
 #pragma unroll
   for (int st = 0; st < S - 1; st++) issue(st);
 
-  /* x: token gid (token 0 past m: those mma columns are never stored), as wq_mainloop */
-  const uint2 *xp = reinterpret_cast<const uint2 *>((const T *)p.x + (size_t)(gid < p.m ? gid : 0) * p.ldx +
-                                                    wq_bfrag_col(lane) + (size_t)c0 * KCH);
+  /* x: token 8·t + gid of n8 tile t (token 0 past m: those mma columns are never stored), as
+   * wq_mainloop; xp[1] is xp[0] + 8 rows whenever token 8 + gid exists, but a separate pointer keeps
+   * the row-past-m case a clamp, not a predicate */
+  const uint2 *xp[NT];
+#pragma unroll
+  for (int t = 0; t < NT; t++) {
+    const int tok = 8 * t + gid;
+    xp[t] = reinterpret_cast<const uint2 *>((const T *)p.x + (size_t)(tok < p.m ? tok : 0) * p.ldx +
+                                            wq_bfrag_col(lane) + (size_t)c0 * KCH);
+  }
   const int xlim = p.kx - wq_bfrag_col(lane);
   const int c_xfull = p.kx / KCH;
-  auto load_bx = [&](int c, int off, uint2(&b)[TPC]) {
+  auto load_bx = [&](int c, int off, uint2(&b)[TPC][NT]) {
     if (c < c_xfull) {
 #pragma unroll
-      for (int j = 0; j < TPC; j++) b[j] = __ldg(xp + off + 4 * j);
+      for (int j = 0; j < TPC; j++)
+#pragma unroll
+        for (int t = 0; t < NT; t++) b[j][t] = __ldg(xp[t] + off + 4 * j);
     } else {
 #pragma unroll
-      for (int j = 0; j < TPC; j++) b[j] = wq_ldx(xp + off + 4 * j, (c * TPC + j) * 16 < xlim);
+      for (int j = 0; j < TPC; j++)
+#pragma unroll
+        for (int t = 0; t < NT; t++) b[j][t] = wq_ldx(xp[t] + off + 4 * j, (c * TPC + j) * 16 < xlim);
     }
   };
 
-  float part[R][4];
+  float part[R][NT][4];
 #pragma unroll
   for (int r = 0; r < R; r++)
 #pragma unroll
-    for (int i = 0; i < 4; i++) part[r][i] = 0.f;
+    for (int t = 0; t < NT; t++)
+#pragma unroll
+      for (int i = 0; i < 4; i++) part[r][t][i] = 0.f;
   auto flush = [&]() {
 #pragma unroll
-    for (int r = 0; r < R; r++) {
-      acc[r][0] = fmaf(part[r][0], s_cur[r].x, acc[r][0]);
-      acc[r][1] = fmaf(part[r][1], s_cur[r].x, acc[r][1]);
-      acc[r][2] = fmaf(part[r][2], s_cur[r].y, acc[r][2]);
-      acc[r][3] = fmaf(part[r][3], s_cur[r].y, acc[r][3]);
+    for (int r = 0; r < R; r++)
 #pragma unroll
-      for (int i = 0; i < 4; i++) part[r][i] = 0.f;
-    }
+      for (int t = 0; t < NT; t++) {
+        acc[r][t][0] = fmaf(part[r][t][0], s_cur[r].x, acc[r][t][0]);
+        acc[r][t][1] = fmaf(part[r][t][1], s_cur[r].x, acc[r][t][1]);
+        acc[r][t][2] = fmaf(part[r][t][2], s_cur[r].y, acc[r][t][2]);
+        acc[r][t][3] = fmaf(part[r][t][3], s_cur[r].y, acc[r][t][3]);
+#pragma unroll
+        for (int i = 0; i < 4; i++) part[r][t][i] = 0.f;
+      }
   };
   auto next_group = [&]() { /* warp-uniform */
     flush();
@@ -894,19 +917,23 @@ __device__ __forceinline__ void wq_m1_loop(const wq_m1_args &p, const int (&nt)[
     }
   };
 
-  uint2 bx[2][TPC];
+  uint2 bx[2][TPC][NT];
   load_bx(c0, 0, bx[0]);
   /* One chunk. FAST: this chunk and the next exist and have all their x columns. CHG: 0 no group
    * change, 1 a change before this chunk, 2 test (GCH 0). (Literals at every call site, folded after
    * inlining: a generic lambda with integral_constant parameters crashes nvcc 13.0's cudafe++.) */
-  auto chunk = [&](const uint4 (&ck)[R], int c, uint2(&b)[TPC], uint2(&bn)[TPC], const bool FAST, const int CHG) {
+  auto chunk = [&](const uint4 (&ck)[R], int c, uint2(&b)[TPC][NT], uint2(&bn)[TPC][NT], const bool FAST,
+                   const int CHG) {
     if (FAST) {
 #pragma unroll
-      for (int j = 0; j < TPC; j++) bn[j] = __ldg(xp + 4 * TPC + 4 * j);
+      for (int j = 0; j < TPC; j++)
+#pragma unroll
+        for (int t = 0; t < NT; t++) bn[j][t] = __ldg(xp[t] + 4 * TPC + 4 * j);
     } else if (c + 1 < c1) {
       load_bx(c + 1, 4 * TPC, bn);
     }
-    xp += 4 * TPC;
+#pragma unroll
+    for (int t = 0; t < NT; t++) xp[t] += 4 * TPC;
     if (CHG == 1) {
       next_group();
     } else if (CHG == 2) {
@@ -923,7 +950,8 @@ __device__ __forceinline__ void wq_m1_loop(const wq_m1_args &p, const int (&nt)[
       for (int r = 0; r < R; r++) {
         uint32_t a[4];
         wq_dequant_frag<T, SB>(ck[r], j, z_cur[r], a);
-        wq_mma<T>(part[r], a, b[j]);
+#pragma unroll
+        for (int t = 0; t < NT; t++) wq_mma<T>(part[r][t], a, b[j][t]); /* one fragment, NT token tiles */
       }
   };
   /* change before chunk u of a stage? (GCH 1: every chunk; GCH 2: chunks of parity `odd` relative
@@ -994,13 +1022,19 @@ __device__ __forceinline__ void wq_m1_loop(const wq_m1_args &p, const int (&nt)[
 
 /* Register cap of wq_m1_kernel: as wq_gemm_kernel (80 at R 1, 96 at R 2) but one step higher for a
  * group change before every chunk (GCH 1; R 1 at 80 and 8-bit R 2 at 96 spilled 16 bytes, ptxas -v;
- * at R 1 the reloads were in the k loop). */
-template <int R, int GCH> struct wq_m1_cfg {
-  static constexpr int MIN_BLOCKS = GCH == 1 ? (R == 1 ? 5 : 4) : wq_cfg<1, R>::MIN_BLOCKS;
+ * at R 1 the reloads were in the k loop). NT 2 holds twice the x fragments (the double buffer: 16
+ * registers more at R 1, 4-bit), partials and accumulators: 128, as wq_gemm_kernel at MT 2 (sm_90a,
+ * ptxas -v: 92..128 registers, no spill), except 4-bit GCH 1 at R 2, which spilled 16 bytes at 128 and
+ * gets 168 (3 blocks; 147 used); sm_80: 4-bit GCH 2 at R 2 spills 4 bytes at 128 (sm_80 only). 4
+ * resident blocks still hold the ~2.5 blocks per SM the m1 split-K rule aims at; the 96 of NT 1 (5
+ * blocks) would not hold the x double buffer. */
+template <int NT, int R, int GCH> struct wq_m1_cfg {
+  static constexpr int MIN_BLOCKS = NT == 2 ? (GCH == 1 && R == 2 ? 3 : 4)
+                                    : GCH == 1 ? (R == 1 ? 5 : 4) : wq_cfg<1, R>::MIN_BLOCKS;
 };
 
-template <typename T, int SB, int R, int GCH>
-__global__ void __launch_bounds__(QQ_WQ_WPB * 32, wq_m1_cfg<R, GCH>::MIN_BLOCKS) wq_m1_kernel(const wq_m1_args p) {
+template <typename T, int SB, int NT, int R, int GCH>
+__global__ void __launch_bounds__(QQ_WQ_WPB * 32, wq_m1_cfg<NT, R, GCH>::MIN_BLOCKS) wq_m1_kernel(const wq_m1_args p) {
   constexpr int TPB = wq_tpb(R);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int row_blk = blockIdx.x, kb = blockIdx.y;
@@ -1013,21 +1047,27 @@ __global__ void __launch_bounds__(QQ_WQ_WPB * 32, wq_m1_cfg<R, GCH>::MIN_BLOCKS)
     act[r] = t < p.n_tiles;
     nt[r] = act[r] ? t : p.n_tiles - 1;
   }
-  float acc[R][4];
+  float acc[R][NT][4];
 #pragma unroll
   for (int r = 0; r < R; r++)
 #pragma unroll
-    for (int i = 0; i < 4; i++) acc[r][i] = 0.f;
-  __shared__ __align__(16) uint4 ring[QQ_WQ_WPB][wq_cfg<1, R>::S * wq_cfg<1, R>::U * R * 32];
-  if (act[0]) wq_m1_loop<T, SB, R, GCH>(p, nt, c0, c1, acc, ring[warp]);
-
-  T *y = (T *)p.y;
-  auto store = [&](int ntile, const float (&val)[4]) {
+    for (int t = 0; t < NT; t++)
 #pragma unroll
-    for (int i = 0; i < 4; i++) {
-      const int tok = wq_cfrag_tok(lane, i), row = ntile * 16 + wq_cfrag_row(lane, i);
-      if (tok < p.m && row < p.n) y[(size_t)tok * p.n + row] = qq::from_f<T>(val[i] + (p.bias ? p.bias[row] : 0.f));
-    }
+      for (int i = 0; i < 4; i++) acc[r][t][i] = 0.f;
+  __shared__ __align__(16) uint4 ring[QQ_WQ_WPB][wq_cfg<1, R>::S * wq_cfg<1, R>::U * R * 32];
+  if (act[0]) wq_m1_loop<T, SB, NT, R, GCH>(p, nt, c0, c1, acc, ring[warp]);
+
+  /* output fragment c_i of token tile t is token 8·t + wq_cfrag_tok; tokens ≥ m are neither stored
+   * nor written to / read from the slots */
+  T *y = (T *)p.y;
+  auto store = [&](int ntile, const float (&val)[NT][4]) {
+#pragma unroll
+    for (int t = 0; t < NT; t++)
+#pragma unroll
+      for (int i = 0; i < 4; i++) {
+        const int tok = 8 * t + wq_cfrag_tok(lane, i), row = ntile * 16 + wq_cfrag_row(lane, i);
+        if (tok < p.m && row < p.n) y[(size_t)tok * p.n + row] = qq::from_f<T>(val[t][i] + (p.bias ? p.bias[row] : 0.f));
+      }
   };
   if (p.skb == 1) {
 #pragma unroll
@@ -1035,16 +1075,19 @@ __global__ void __launch_bounds__(QQ_WQ_WPB * 32, wq_m1_cfg<R, GCH>::MIN_BLOCKS)
       if (act[r]) store(nt[r], acc[r]);
     return;
   }
-  /* split-K as wq_gemm_kernel (mch = 1): slots, last block of the block-row sums in fixed order */
+  /* split-K as wq_gemm_kernel at MT = NT (mch = 1): slots of 8·NT tokens × 16 rows, last block of the
+   * block-row sums in fixed order */
 #pragma unroll
   for (int r = 0; r < R; r++) {
     if (!act[r]) continue;
-    float *slot = p.slots + wq_slot_base(row_blk, 1, 0, p.skb, kb, r * QQ_WQ_WPB + warp, TPB, 1);
+    float *slot = p.slots + wq_slot_base(row_blk, 1, 0, p.skb, kb, r * QQ_WQ_WPB + warp, TPB, NT);
 #pragma unroll
-    for (int i = 0; i < 4; i++) {
-      const int tl = wq_cfrag_tok(lane, i);
-      if (tl < p.m) slot[tl * 16 + wq_cfrag_row(lane, i)] = acc[r][i];
-    }
+    for (int t = 0; t < NT; t++)
+#pragma unroll
+      for (int i = 0; i < 4; i++) {
+        const int tl = 8 * t + wq_cfrag_tok(lane, i);
+        if (tl < p.m) slot[tl * 16 + wq_cfrag_row(lane, i)] = acc[r][t][i];
+      }
   }
   __threadfence();
   __syncthreads();
@@ -1060,16 +1103,19 @@ __global__ void __launch_bounds__(QQ_WQ_WPB * 32, wq_m1_cfg<R, GCH>::MIN_BLOCKS)
 #pragma unroll
   for (int r = 0; r < R; r++) {
     if (!act[r]) continue;
-    float sum[4];
+    float sum[NT][4];
 #pragma unroll
-    for (int i = 0; i < 4; i++) {
-      const int tl = wq_cfrag_tok(lane, i), off = tl * 16 + wq_cfrag_row(lane, i);
-      float s = 0.f;
-      if (tl < p.m)
-        for (int kb2 = 0; kb2 < p.skb; kb2++)
-          s += kb2 == kb ? acc[r][i] : __ldcg(p.slots + wq_slot_base(row_blk, 1, 0, p.skb, kb2, r * QQ_WQ_WPB + warp, TPB, 1) + off);
-      sum[i] = s;
-    }
+    for (int t = 0; t < NT; t++)
+#pragma unroll
+      for (int i = 0; i < 4; i++) {
+        const int tl = 8 * t + wq_cfrag_tok(lane, i), off = tl * 16 + wq_cfrag_row(lane, i);
+        float s = 0.f;
+        if (tl < p.m)
+          for (int kb2 = 0; kb2 < p.skb; kb2++)
+            s += kb2 == kb ? acc[r][t][i]
+                           : __ldcg(p.slots + wq_slot_base(row_blk, 1, 0, p.skb, kb2, r * QQ_WQ_WPB + warp, TPB, NT) + off);
+        sum[t][i] = s;
+      }
     store(nt[r], sum);
   }
 }
@@ -1171,7 +1217,7 @@ static void wq_layout_free(wq_layout *L) {
 
 /* Chunks per virtual group when groups are uniform enough for wq_m1_kernel: every group but the
  * last spans the same whole number of chunks gch (so the group of chunk c is c / gch) and the last
- * one no more than that; one group: gch = kc (no boundary). Else 0 (the m ≤ 8 path then runs
+ * one no more than that; one group: gch = kc (no boundary). Else 0 (the m ≤ 16 path then runs
  * wq_gemm_kernel): groups narrower than a chunk (16/32 columns at 4 bits, 16 at 8 bits), group sizes
  * that are not multiples of 16, uneven g_idx. */
 static int32_t wq_uniform_gch(const wq_layout *L) {
@@ -1293,11 +1339,11 @@ struct qq_cuda_wq {
   /* tuning (defaults QQ_WQ_*; qq_cuda_wq_set_tuning for benchmarks) and what follows from it */
   int32_t skinny_max_m, min_chunks, block_overhead;
   int32_t skb1[6];         /* split-K for one m-chunk (m ≤ 64), per variant: wq_choose_skb at create */
-  /* m ≤ 8: wq_m1_kernel when gch > 0 and not switched off (QQ_WQ_M1=old) */
+  /* m ≤ 16: wq_m1_kernel when gch > 0 and not switched off (QQ_WQ_M1=old) */
   int32_t gch;             /* chunks per virtual group (wq_uniform_gch), 0: not uniform */
   bool m1_off;
-  int32_t occ_m1[2];       /* resident blocks per SM of wq_m1_kernel, R = 1, 2 */
-  int32_t skb_m1[2];       /* its split-K (m ≤ 8), R = 1, 2 */
+  int32_t occ_m1[2][2];    /* resident blocks per SM of wq_m1_kernel, [NT − 1][R − 1] */
+  int32_t skb_m1[2];       /* its split-K (m ≤ 16, both NT), R = 1, 2 */
   int32_t m1_skb_force;    /* QQ_WQ_M1_SKB: > 0 replaces skb_m1 (measurements) */
   int32_t r2_min_tiles;    /* R = 2 from this many n-tiles (QQ_WQ_R2_MIN_TILES, default the enum) */
   void *dev;               /* one allocation holding the arrays below */
@@ -1337,7 +1383,8 @@ static int wq_choose_skb(const qq_cuda_wq *w, int mt, int32_t occ_blocks, int64_
      * split gives each SM about 2–4 blocks, not the one full wave of resident blocks the model below
      * picks: m = 1 W4 qkv 1.17× bf16 at 288 blocks vs 1.08× at 792, o 1.20× at 224 vs 1.02× at 784,
      * down 1.86× at 392 vs 1.78× at 784, gate_up 2.49× at 592 (the model's choice). Past ~2.5 blocks
-     * per SM the blocks' fixed costs add up faster than the shorter k-ranges save. */
+     * per SM the blocks' fixed costs add up faster than the shorter k-ranges save. wq_m1_kernel at
+     * NT = 2 (m 9..16) takes the same factor (skb_m1; not measured separately). */
     const int64_t want = (QQ_WQ_M1_BLOCKS_PER_SM_X2 * sms + 2 * rows - 1) / (2 * rows);
     return (int)(want < 1 ? 1 : want > cap ? cap : want);
   }
@@ -1360,7 +1407,7 @@ static void wq_retune(qq_cuda_wq *w) {
     w->skb1[vi] = wq_choose_skb(w, mt, w->occ[vi], row_blks);
   }
   for (int r = 1; r <= 2; r++)
-    w->skb_m1[r - 1] = wq_choose_skb(w, 1, w->occ_m1[r - 1], (w->n_tiles + wq_tpb(r) - 1) / wq_tpb(r));
+    w->skb_m1[r - 1] = wq_choose_skb(w, 1, w->occ_m1[0][r - 1], (w->n_tiles + wq_tpb(r) - 1) / wq_tpb(r));
 }
 
 /* How one matmul of m rows runs. */
@@ -1386,7 +1433,7 @@ static wq_plan wq_make_plan(const qq_cuda_wq *w, int32_t m, int32_t n_counters) 
   pl.row_blks = (w->n_tiles + wq_tpb(pl.r) - 1) / wq_tpb(pl.r);
   const int64_t rows = (int64_t)pl.row_blks * pl.mch;
   pl.skb = pl.mch == 1 ? w->skb1[wq_vi(pl.mt, pl.r)] : wq_choose_skb(w, pl.mt, w->occ[wq_vi(pl.mt, pl.r)], rows);
-  if (pl.mt == 1 && w->gch > 0 && !w->m1_off) {
+  if (pl.mt <= 2 && w->gch > 0 && !w->m1_off) { /* m ≤ 16: wq_m1_kernel with NT = pl.mt token tiles */
     pl.skb = w->m1_skb_force > 0 ? (w->m1_skb_force < w->kc ? w->m1_skb_force : w->kc) : w->skb_m1[pl.r - 1];
     /* its k-range arithmetic is 32-bit, its k-splits are gridDim.y */
     pl.m1 = (int64_t)w->kc * pl.skb <= INT32_MAX && pl.skb <= 65535 &&
@@ -1414,17 +1461,19 @@ static const void *wq_gemm_kernel_for(qq_act_dtype act, int sb, int mt, int r) {
 }
 /* GCH template argument of wq_m1_kernel for gch chunks per group */
 static int wq_m1_gch(int32_t gch) { return gch == 1 || gch == 2 ? gch : 0; }
-template <typename T, int SB, int R> static const void *wq_m1_fn_g(int g) {
-  return g == 1 ? (const void *)wq_m1_kernel<T, SB, R, 1>
-         : g == 2 ? (const void *)wq_m1_kernel<T, SB, R, 2> : (const void *)wq_m1_kernel<T, SB, R, 0>;
+template <typename T, int SB, int NT, int R> static const void *wq_m1_fn_g(int g) {
+  return g == 1 ? (const void *)wq_m1_kernel<T, SB, NT, R, 1>
+         : g == 2 ? (const void *)wq_m1_kernel<T, SB, NT, R, 2> : (const void *)wq_m1_kernel<T, SB, NT, R, 0>;
 }
-template <typename T, int SB> static const void *wq_m1_fn(int r, int g) {
-  return r == 2 ? wq_m1_fn_g<T, SB, 2>(g) : wq_m1_fn_g<T, SB, 1>(g);
+template <typename T, int SB> static const void *wq_m1_fn(int nt, int r, int g) {
+  if (nt == 2) return r == 2 ? wq_m1_fn_g<T, SB, 2, 2>(g) : wq_m1_fn_g<T, SB, 2, 1>(g);
+  return r == 2 ? wq_m1_fn_g<T, SB, 1, 2>(g) : wq_m1_fn_g<T, SB, 1, 1>(g);
 }
-static const void *wq_m1_kernel_for(qq_act_dtype act, int sb, int r, int32_t gch) {
+/* wq_m1_kernel for NT token tiles (1: m ≤ 8, 2: m ≤ 16), R n-tiles per warp */
+static const void *wq_m1_kernel_for(qq_act_dtype act, int sb, int nt, int r, int32_t gch) {
   const int g = wq_m1_gch(gch);
-  if (act == QQ_ACT_BF16) return sb == 4 ? wq_m1_fn<__nv_bfloat16, 4>(r, g) : wq_m1_fn<__nv_bfloat16, 8>(r, g);
-  return sb == 4 ? wq_m1_fn<__half, 4>(r, g) : wq_m1_fn<__half, 8>(r, g);
+  if (act == QQ_ACT_BF16) return sb == 4 ? wq_m1_fn<__nv_bfloat16, 4>(nt, r, g) : wq_m1_fn<__nv_bfloat16, 8>(nt, r, g);
+  return sb == 4 ? wq_m1_fn<__half, 4>(nt, r, g) : wq_m1_fn<__half, 8>(nt, r, g);
 }
 static const void *wq_dequant_kernel_for(qq_act_dtype act, int sb) {
   if (act == QQ_ACT_BF16)
@@ -1483,12 +1532,13 @@ static qq_status wq_upload(qq_cuda_ctx *c, const qq_linear_desc *d, const wq_lay
                          &blocks, wq_gemm_kernel_for(w->act, w->sb, wq_vi_mt(vi), wq_vi_r(vi)), QQ_WQ_WPB * 32, 0));
     w->occ[vi] = blocks;
   }
-  for (int r = 1; r <= 2; r++) {
-    int blocks = 0;
-    QQ_CUDA_TRY(err, cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, wq_m1_kernel_for(w->act, w->sb, r, w->gch),
-                                                                   QQ_WQ_WPB * 32, 0));
-    w->occ_m1[r - 1] = blocks;
-  }
+  for (int nt = 1; nt <= 2; nt++)
+    for (int r = 1; r <= 2; r++) {
+      int blocks = 0;
+      QQ_CUDA_TRY(err, cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+                           &blocks, wq_m1_kernel_for(w->act, w->sb, nt, r, w->gch), QQ_WQ_WPB * 32, 0));
+      w->occ_m1[nt - 1][r - 1] = blocks;
+    }
   wq_retune(w);
   return QQ_OK;
 }
@@ -1533,7 +1583,7 @@ extern "C" qq_status qq_cuda_wq_create(qq_cuda_ctx *c, const qq_linear_desc *d, 
     const long v = strtol(smm, NULL, 10);
     if (v >= 0 && v <= 64) w->skinny_max_m = (int)v;
   }
-  /* A/B switch for measurements: QQ_WQ_M1=old runs m ≤ 8 through wq_gemm_kernel as before */
+  /* A/B switch for measurements: QQ_WQ_M1=old runs m ≤ 16 through wq_gemm_kernel as before */
   const char *m1 = getenv("QQ_WQ_M1");
   w->m1_off = m1 && strcmp(m1, "old") == 0;
   /* more knobs for measurements: the m1 kernel's split-K factor, the n-tile count from which a warp
@@ -1591,7 +1641,7 @@ extern "C" void qq_cuda_wq_describe(const qq_cuda_wq *w, int32_t m, char *buf, s
   else
     snprintf(buf, len, "skinny%s mt=%d r=%d mch=%d skb=%d blocks=%lld occ=%d sm=%d", pl.m1 ? "-m1" : "", pl.mt, pl.r,
              pl.mch, pl.skb, (long long)pl.row_blks * pl.skb * pl.mch,
-             pl.m1 ? w->occ_m1[pl.r - 1] : w->occ[wq_vi(pl.mt, pl.r)], w->sm_count);
+             pl.m1 ? w->occ_m1[pl.mt - 1][pl.r - 1] : w->occ[wq_vi(pl.mt, pl.r)], w->sm_count);
 }
 
 extern "C" size_t qq_cuda_wq_ws_bytes(const qq_cuda_wq *w, int32_t m) {
@@ -1663,8 +1713,9 @@ extern "C" qq_status qq_cuda_wq_matmul(qq_cuda_ctx *c, const qq_cuda_wq *w, cons
     a.slots = (float *)part;
     a.counters = c->counters;
     void *args[] = {&a};
-    QQ_CUDA_TRY(err, cudaLaunchKernel(wq_m1_kernel_for(w->act, w->sb, pl.r, w->gch), dim3((unsigned)pl.row_blks, (unsigned)pl.skb),
-                                      dim3(QQ_WQ_WPB * 32), args, 0, c->stream));
+    QQ_CUDA_TRY(err, cudaLaunchKernel(wq_m1_kernel_for(w->act, w->sb, pl.mt, pl.r, w->gch),
+                                      dim3((unsigned)pl.row_blks, (unsigned)pl.skb), dim3(QQ_WQ_WPB * 32), args, 0,
+                                      c->stream));
     QQ_CUDA_LAUNCHED(err, "wq_m1");
     return QQ_OK;
   }

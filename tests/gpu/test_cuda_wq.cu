@@ -30,7 +30,7 @@
  *   (kind: w4a16 = 4-bit, group 128, zero points; w8a16 = 8-bit per-channel symmetric; w4a16-skinny =
  *   the skinny kernel forced for m > 64; wbytes = repacked bytes read: codes + scales + zeros; x_bf16
  *   = bf16 time / this time; plan = the launch shape ("skinny-m1,..." for wq_m1_kernel); --m1-ab adds
- *   m = 8 and, for m ≤ 8, kinds w4a16-old / w8a16-old: the same weights through QQ_WQ_M1=old, the
+ *   m = 8 and, for m ≤ 16, kinds w4a16-old / w8a16-old: the same weights through QQ_WQ_M1=old, the
  *   kernel wq_m1_kernel replaces, in the same process. The tuning flags set gemm_wq.cu's
  *   QQ_WQ_SKINNY_MAX_M / QQ_WQ_MIN_CHUNKS / QQ_WQ_BLOCK_OVERHEAD for the run, to choose them.)
  *
@@ -269,19 +269,24 @@ static check_result check_matmul(qweight &q, int m, bool misalign_x, bool with_b
   float *bd = NULL;
   CU(cudaMalloc((void **)&xd_base, ((size_t)m * k + 8) * 2));
   uint16_t *xd = xd_base + (misalign_x ? 1 : 0);
-  CU(cudaMalloc((void **)&yd, (size_t)m * n * 2));
+  /* y with 16 guard rows after row m − 1: tokens past m (padding columns of an n8 tile) must not be stored */
+  CU(cudaMalloc((void **)&yd, (size_t)(m + 16) * n * 2));
   CU(cudaMemcpy(xd, xh.data(), (size_t)m * k * 2, cudaMemcpyHostToDevice));
   if (with_bias) {
     CU(cudaMalloc((void **)&bd, (size_t)n * 4));
     CU(cudaMemcpy(bd, bias.data(), (size_t)n * 4, cudaMemcpyHostToDevice));
   }
-  CU(cudaMemset(yd, 0xFF, (size_t)m * n * 2));
+  CU(cudaMemset(yd, 0xFF, (size_t)(m + 16) * n * 2));
   ws_prepare(qq_cuda_wq_ws_bytes(q.w, m), true);
   OK(qq_cuda_wq_matmul(&ctx, q.w, xd, m, bd, yd, &err));
   CU(cudaStreamSynchronize(ctx.stream));
   CU(cudaGetLastError());
-  std::vector<uint16_t> yh((size_t)m * n);
+  std::vector<uint16_t> yh((size_t)m * n), guard((size_t)16 * n);
   CU(cudaMemcpy(yh.data(), yd, yh.size() * 2, cudaMemcpyDeviceToHost));
+  CU(cudaMemcpy(guard.data(), yd + (size_t)m * n, guard.size() * 2, cudaMemcpyDeviceToHost));
+  size_t guard_hit = 0;
+  for (uint16_t v : guard) guard_hit += v != 0xFFFF;
+  CHECK(guard_hit == 0, "%s m=%d: %zu outputs written past row m - 1", q.label, m, guard_hit);
   cudaFree(xd_base);
   cudaFree(yd);
   cudaFree(bd);
@@ -466,15 +471,16 @@ static std::vector<uint16_t> run_y(qq_cuda_wq *w, int n, int k, int m, const std
   return yh;
 }
 
-/* m ≤ 8: wq_m1_kernel against the kernel it replaces (QQ_WQ_M1=old: wq_gemm_kernel at MT 1), with the
- * old kernel's split-K factor forced on the new one (QQ_WQ_M1_SKB): the same sums in the same order,
- * so the outputs must be equal bit for bit. Also checks that the new kernel ran (plan "skinny-m1"). */
+/* m ≤ 16: wq_m1_kernel against the kernel it replaces (QQ_WQ_M1=old: wq_gemm_kernel at MT 1 for m ≤ 8,
+ * MT 2 for 9..16; the m1 kernel at NT 1, 2), with the old kernel's split-K factor forced on the new one
+ * (QQ_WQ_M1_SKB): the same sums in the same order, so the outputs must be equal bit for bit. Also
+ * checks that the new kernel ran (plan "skinny-m1"). */
 static void check_m1_vs_old(const char *label, int n, int k, int bits, int gs, bool sym, bool ao) {
   qweight o, q;
   setenv("QQ_WQ_M1", "old", 1);
   qweight_make(o, label, n, k, bits, gs, sym, ao);
   unsetenv("QQ_WQ_M1");
-  for (int m : {1, 3, 8}) {
+  for (int m : {1, 3, 8, 9, 12, 16}) {
     char plan_o[160], plan_n[160], skb[16];
     qq_cuda_wq_describe(o.w, m, plan_o, sizeof plan_o);
     const char *p = strstr(plan_o, "skb=");
@@ -507,7 +513,7 @@ static void check_m1_vs_old(const char *label, int n, int k, int bits, int gs, b
 static int run_tests(void) {
   printf("%-22s %4s %6s %6s %4s %5s %4s %3s %3s | %8s |\n", "case", "act", "n", "k", "bits", "group", "zero", "ao",
          "x", "device");
-  const std::vector<int> all_m = {1, 3, 8, 16, 17, 64, 118, 256};
+  const std::vector<int> all_m = {1, 3, 8, 9, 12, 16, 17, 64, 118, 256};
   for (qq_act_dtype a : {QQ_ACT_BF16, QQ_ACT_F16}) {
     ctx_init(a);
     const bool bf = a == QQ_ACT_BF16;
@@ -532,11 +538,11 @@ static int run_tests(void) {
             if (!bf && (bits == 3 || gs == 64 || sym)) continue; /* fp16: a subset */
             qweight q, r;
             qweight_make(q, "formats 48x80", 48, 80, bits, gs ? gs : 80, sym, ao);
-            sweep(q, {1, 3, 17, 64, 118});
+            sweep(q, {1, 3, 12, 17, 64, 118});
             check_to_f32(q);
             qweight_free(q);
             qweight_make(r, "formats 512x3584", 512, 3584, bits, gs ? gs : 3584, sym, ao);
-            sweep(r, {1, 17, 118});
+            sweep(r, {1, 16, 17, 118});
             qweight_free(r);
           }
     /* 3. awkward: k not a multiple of 4 or 16, groups not multiples of 16, uneven g_idx, odd x address */
@@ -562,13 +568,16 @@ static int run_tests(void) {
       check_to_f32(q);
       qweight_free(q);
       qweight_make(q, "bits 2", 48, 256, 2, 64, false, false);
-      sweep(q, {1, 17});
+      sweep(q, {1, 13, 17});
       qweight_free(q);
       qweight_make(q, "bits 6", 48, 256, 6, 64, false, false);
-      sweep(q, {1, 17});
+      sweep(q, {1, 13, 17});
+      qweight_free(q);
+      qweight_make(q, "k300 g64", 40, 300, 4, 64, false, false);
+      sweep(q, {1, 8, 9, 16});
       qweight_free(q);
       qweight_make(q, "odd x address", 512, 1024, 4, 128, false, false);
-      sweep(q, {1, 17, 118}, true);
+      sweep(q, {1, 12, 17, 118}, true);
       qweight_free(q);
     }
     /* 4. m > 64 through the skinny kernel in 64-token chunks (the tuning hook), both formats */
@@ -580,8 +589,8 @@ static int run_tests(void) {
       check_determinism_and_graph(q, 118);
       qweight_free(q);
     }
-    /* 5. the m ≤ 8 kernel bit for bit against the old one: group changes every chunk / every other
-     * chunk / never, act-order, 8-bit, two n-tiles per warp (n ≥ 16384) */
+    /* 5. the m ≤ 16 kernel bit for bit against the old one: group changes every chunk / every other
+     * chunk / never, act-order, 8-bit, two n-tiles per warp (n ≥ 16384), one and two token tiles */
     check_m1_vs_old("m1 qkv g128", 4608, 3584, 4, 128, false, false);
     check_m1_vs_old("m1 g64 ao", 512, 3584, 4, 64, false, true);
     check_m1_vs_old("m1 int8 chan", 3584, 3584, 8, 3584, true, false);
@@ -598,7 +607,7 @@ static int run_tests(void) {
 /* ---- benchmark ---- */
 static int iters = 100;
 static int skinny_max_m = 64, min_chunks = -1, block_overhead = -1; /* --skinny-max-m, --min-chunks, --overhead */
-static bool m1_ab = false; /* --m1-ab: also m = 8, and m ≤ 8 through QQ_WQ_M1=old weights (kinds w4a16-old, w8a16-old) */
+static bool m1_ab = false; /* --m1-ab: also m = 8, and m ≤ 16 through QQ_WQ_M1=old weights (kinds w4a16-old, w8a16-old) */
 static qq_bench_timer timer; /* gpu_timing.cuh: GPU time of each launch, L2-warm or flushed */
 template <typename F> static double time_us(F fn, bool cold) { return qq_bench_time_us(&timer, fn, cold); }
 
@@ -628,7 +637,7 @@ static int run_bench(void) {
     qweight_make(q8, "w8a16", s.n, s.k, 8, s.k, true, false);
     qq_cuda_wq_set_tuning(q4.w, skinny_max_m, min_chunks, block_overhead);
     qq_cuda_wq_set_tuning(q8.w, skinny_max_m, min_chunks, block_overhead);
-    if (m1_ab) { /* the same weights for the old m ≤ 8 kernel */
+    if (m1_ab) { /* the same weights for the old m ≤ 16 kernels */
       setenv("QQ_WQ_M1", "old", 1);
       qweight_make(q4o, "w4a16-old", s.n, s.k, 4, 128, false, false);
       qweight_make(q8o, "w8a16-old", s.n, s.k, 8, s.k, true, false);
@@ -657,7 +666,7 @@ static int run_bench(void) {
           bf[cold] = time_us([&] { OK(qq_cuda_gemm_dense(&ctx, wd, NULL, m, s.n, s.k, x, y, &err)); }, cold);
       struct run { qweight *q; const char *kind; bool force_skinny; };
       std::vector<run> runs = {{&q4, "w4a16", false}, {&q8, "w8a16", false}, {&q4, "w4a16-skinny", true}};
-      if (m1_ab && m <= 8) {
+      if (m1_ab && m <= 16) {
         runs.push_back({&q4o, "w4a16-old", false});
         runs.push_back({&q8o, "w8a16-old", false});
       }

@@ -1,9 +1,10 @@
 /* harness_wq.cpp — gemm_wq.cu (transformed by transform_wq.py) run on the fiber emulator: the
  * skinny path end to end (qq_cuda_wq_create: layout, upload, repack kernel; qq_cuda_wq_matmul: x
  * staging, wq_m1_kernel or wq_gemm_kernel, split-K) on host memory, against an fp64 reference, and
- * the m ≤ 8 kernel against the kernel it replaces (QQ_WQ_M1=old: wq_gemm_kernel<·, ·, 1, R>) bit for
- * bit. Device allocations are poisoned (0xFF), global reads outside an allocation abort, cp.async
- * lands at a random moment before its wait, shared memory starts as NaN bytes.
+ * the m ≤ 16 kernel against the kernel it replaces (QQ_WQ_M1=old: wq_gemm_kernel<·, ·, MT, R>, MT 1
+ * for m ≤ 8, 2 for 9..16, at the same split-K) bit for bit. Device allocations are poisoned (0xFF),
+ * global reads outside an allocation abort, cp.async lands at a random moment before its wait,
+ * shared memory starts as NaN bytes, y has guard rows after row m − 1 that must stay untouched.
  *   bash tools/cuda-emu/build_wq.sh && /tmp/cuda-emu/harness_wq [seed] [case] */
 #include "cuda_types.cuh"
 #include "emu.h"
@@ -108,15 +109,18 @@ template <typename T, int SB, int MT, int R> static bool try_gemm(const void *f,
   g_last_kernel = "gemm";
   return true;
 }
-template <typename T, int SB, int R, int GCH> static bool try_m1g(const void *f, dim3 g, dim3 b, void **args) {
-  if (f != (const void *)wq_m1_kernel<T, SB, R, GCH>) return false;
+template <typename T, int SB, int NT, int R, int GCH> static bool try_m1g(const void *f, dim3 g, dim3 b, void **args) {
+  if (f != (const void *)wq_m1_kernel<T, SB, NT, R, GCH>) return false;
   const wq_m1_args a = *(const wq_m1_args *)args[0];
-  emu_launch([&] { wq_m1_kernel<T, SB, R, GCH>(a); }, g, b, EMU_DYN);
-  g_last_kernel = GCH == 0 ? "m1g0" : GCH == 1 ? "m1g1" : "m1g2";
+  emu_launch([&] { wq_m1_kernel<T, SB, NT, R, GCH>(a); }, g, b, EMU_DYN);
+  static const char *names[2][3] = {{"m1g0", "m1g1", "m1g2"}, {"m1x2g0", "m1x2g1", "m1x2g2"}};
+  g_last_kernel = names[NT - 1][GCH];
   return true;
 }
 template <typename T, int SB, int R> static bool try_m1(const void *f, dim3 g, dim3 b, void **args) {
-  return try_m1g<T, SB, R, 0>(f, g, b, args) || try_m1g<T, SB, R, 1>(f, g, b, args) || try_m1g<T, SB, R, 2>(f, g, b, args);
+  return try_m1g<T, SB, 1, R, 0>(f, g, b, args) || try_m1g<T, SB, 1, R, 1>(f, g, b, args) ||
+         try_m1g<T, SB, 1, R, 2>(f, g, b, args) || try_m1g<T, SB, 2, R, 0>(f, g, b, args) ||
+         try_m1g<T, SB, 2, R, 1>(f, g, b, args) || try_m1g<T, SB, 2, R, 2>(f, g, b, args);
 }
 template <typename T, int SB> static bool try_all(const void *f, dim3 g, dim3 b, void **a) {
   return try_gemm<T, SB, 1, 1>(f, g, b, a) || try_gemm<T, SB, 2, 1>(f, g, b, a) || try_gemm<T, SB, 4, 1>(f, g, b, a) ||
@@ -136,7 +140,7 @@ struct Case {
   int n, k, bits, gs; /* gs ≥ k: per-channel */
   bool sym, act_order, bias;
   int m, sm_count, occ;
-  int skb; /* > 0: forced split-K for m ≤ 8 (both kernels), else the wave model's */
+  int skb; /* > 0: forced split-K for m ≤ 16 (both kernels), else the wave model's */
 };
 
 static uint16_t enc(qq_act_dtype a, float x) { return a == QQ_ACT_BF16 ? qq_f32_to_bf16(x) : qq_f32_to_f16(x); }
@@ -148,6 +152,7 @@ struct Result {
   std::string plan, plan_old;
   const char *kern, *kern_old;
   bool nan;
+  long guard; /* y elements written past row m − 1 (16 guard rows after y) */
 };
 
 static Result run_case(const Case &cs, std::mt19937_64 &R) {
@@ -155,6 +160,7 @@ static Result run_case(const Case &cs, std::mt19937_64 &R) {
   res.err_new = res.err_old = 0;
   res.diff = 0;
   res.nan = false;
+  res.guard = 0;
   res.kern = res.kern_old = "";
   const int n = cs.n, k = cs.k, m = cs.m;
   const int gs = cs.gs >= k ? k : cs.gs, G = (k + gs - 1) / gs;
@@ -213,13 +219,17 @@ static Result run_case(const Case &cs, std::mt19937_64 &R) {
   }
   emu::reg(x, xe * 2);
   if (cs.skb > 0)
-    for (int r = 0; r < 2; r++) W->skb_m1[r] = W->skb1[wq_vi(1, r + 1)] = cs.skb;
+    for (int r = 0; r < 2; r++) W->skb_m1[r] = W->skb1[wq_vi(1, r + 1)] = W->skb1[wq_vi(2, r + 1)] = cs.skb;
+  /* m 9..16: the old kernel (MT 2) takes its split-K from the wave model, the m1 kernel (NT 2) from the
+   * m1 rule; give the old one the m1 kernel's factor so the two are compared bit for bit */
+  for (int r = 0; r < 2; r++) W->skb1[wq_vi(2, r + 1)] = W->skb_m1[r];
   const size_t ws = qq_cuda_wq_ws_bytes(W, m);
   void *wsp = NULL;
   emu_cudaMalloc(&wsp, ws ? ws : 16);
   c.ws = wsp;
   c.ws_bytes = ws;
-  std::vector<uint16_t> y_new((size_t)m * n, 0x7fc1), y_old((size_t)m * n, 0x7fc1);
+  /* y with 16 guard rows after row m − 1: tokens ≥ m must never be stored */
+  std::vector<uint16_t> y_new((size_t)(m + 16) * n, 0x7fc1), y_old((size_t)(m + 16) * n, 0x7fc1);
   char buf[160];
   for (int pass = 0; pass < 2; pass++) { /* 0: default (m1 where it applies), 1: QQ_WQ_M1=old */
     W->m1_off = pass == 1;
@@ -253,6 +263,7 @@ static Result run_case(const Case &cs, std::mt19937_64 &R) {
       res.err_old = std::max(res.err_old, eo);
       res.diff += y_new[o] != y_old[o];
     }
+  for (size_t o = (size_t)m * n; o < y_new.size(); o++) res.guard += (y_new[o] != 0x7fc1) + (y_old[o] != 0x7fc1);
   qq_cuda_wq_free(W);
   emu_cudaFree(wsp);
   free(x);
@@ -300,6 +311,14 @@ int main(int argc, char **argv) {
   cs.push_back({BF, 40, 1024, 8, 32, false, false, false, 2, 132, 4, 7});
   cs.push_back({BF, 40, 1024, 8, 256, false, false, false, 1, 132, 4, 2});
   cs.push_back({BF, 16384, 512, 4, 128, false, false, false, 2, 132, 4, 3});
+  /* m 9..16 (two n8 token tiles: wq_m1_kernel at NT 2, the old kernel at MT 2): every case above with
+   * m ≤ 8 again with m + 8 tokens (1 → 9, 3 → 11, 8 → 16, ...) */
+  for (size_t i = 0, n0 = cs.size(); i < n0; i++)
+    if (cs[i].m <= 8) {
+      Case c = cs[i];
+      c.m += 8;
+      cs.push_back(c);
+    }
   int fails = 0, ran = 0;
   double worst_new = 0, worst_old = 0;
   long total_diff = 0;
@@ -308,16 +327,16 @@ int main(int argc, char **argv) {
     const Case &c = cs[i];
     const Result r = run_case(c, R);
     const double tol = c.act == BF ? 4e-3 : 5e-4;
-    const bool ok = !r.nan && r.err_new <= tol && r.err_old <= tol && r.diff == 0;
+    const bool ok = !r.nan && r.err_new <= tol && r.err_old <= tol && r.diff == 0 && r.guard == 0;
     fails += !ok;
     ran++;
     worst_new = std::max(worst_new, r.err_new);
     worst_old = std::max(worst_old, r.err_old);
     total_diff += r.diff;
-    printf("case %2zu %s n %5d k %4d bits %d g %-5s %s%s m %2d | %-6s %-48s | err %.2e (old %-4s %.2e) diff %ld %s\n", i,
+    printf("case %2zu %s n %5d k %4d bits %d g %-5s %s%s m %2d | %-6s %-48s | err %.2e (old %-6s %.2e) diff %ld%s %s\n", i,
            c.act == BF ? "bf16" : "fp16", c.n, c.k, c.bits, c.gs >= c.k ? "chan" : std::to_string(c.gs).c_str(),
            c.sym ? "sym " : "zero", c.act_order ? " ao" : "   ", c.m, r.kern, r.plan.c_str(), r.err_new, r.kern_old,
-           r.err_old, r.diff, ok ? "ok" : "FAIL");
+           r.err_old, r.diff, r.guard ? " (rows >= m written)" : "", ok ? "ok" : "FAIL");
     fflush(stdout);
   }
   printf("%d/%d ok; max err/Σ|xw|: default %.3e, QQ_WQ_M1=old %.3e; outputs differing bitwise: %ld\n", ran - fails, ran,

@@ -61,4 +61,12 @@ elif inject == 2: # m1 kernel: waits one cp.async group too few -> reads a stage
 elif inject == 3: # m1 kernel: split-K k-range off by one chunk
     a = 'c1 = (int)((uint32_t)((kb + 1) * p.kc) / (uint32_t)p.skb);'; assert src.count(a) == 1
     src = src.replace(a, 'c1 = (int)((uint32_t)((kb + 1) * p.kc) / (uint32_t)p.skb) - (kb == 0);')
+elif inject == 6: # m1 kernel, NT 2: the second token tile reads x one token too far (token 9 + gid)
+    a = 'const int tok = 8 * t + gid;'; assert src.count(a) == 1; src = src.replace(a, 'const int tok = 8 * t + gid + t;')
+elif inject == 7: # m1 kernel, NT 2: split-K slot of the second token tile written over the first one's
+    a = 'if (tl < p.m) slot[tl * 16 + wq_cfrag_row(lane, i)] = acc[r][t][i];'; assert src.count(a) == 1
+    src = src.replace(a, 'if (tl < p.m) slot[(tl & 7) * 16 + wq_cfrag_row(lane, i)] = acc[r][t][i];')
+elif inject == 8: # m1 kernel: tokens past m stored (rows m .. 15 of y written)
+    a = 'if (tok < p.m && row < p.n) y[(size_t)tok * p.n + row] = qq::from_f<T>(val[t][i]'; assert src.count(a) == 1
+    src = src.replace(a, 'if (row < p.n) y[(size_t)tok * p.n + row] = qq::from_f<T>(val[t][i]')
 open(sys.argv[2], 'w').write(src)
