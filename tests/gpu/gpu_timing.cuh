@@ -52,6 +52,22 @@ static cudaError_t qq_bench_timer_init(qq_bench_timer *t, cudaStream_t stream, i
 }
 static void qq_bench_timer_free(qq_bench_timer *t) { cudaFree(t->flush); }
 
+/* One timed launch behind the spin (and, if flush, the L2 flush): GPU time of fn between two events, in
+ * *ms; *host_us (if not NULL) the host time of the call of fn. */
+template <typename F>
+static cudaError_t qq_bench_timed(qq_bench_timer *t, cudaEvent_t a, cudaEvent_t b, bool flush, F fn, float *ms,
+                                  double *host_us) {
+  qq_bench_spin<<<1, 1, 0, t->stream>>>(50000);
+  if (flush) qq_bench_flush<<<1024, 256, 0, t->stream>>>((const uint4 *)t->flush, t->flush_bytes / 16, (int *)t->flush);
+  cudaError_t e = cudaEventRecord(a, t->stream);
+  if (e != cudaSuccess) return e;
+  const auto h0 = std::chrono::steady_clock::now();
+  fn();
+  if (host_us) *host_us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - h0).count();
+  if ((e = cudaEventRecord(b, t->stream)) != cudaSuccess || (e = cudaEventSynchronize(b)) != cudaSuccess) return e;
+  return cudaEventElapsedTime(ms, a, b);
+}
+
 /* Median GPU time of fn in microseconds (NAN after a CUDA error, which is printed). cold: L2 flushed. */
 template <typename F> static double qq_bench_time_us(qq_bench_timer *t, F fn, bool cold) {
   cudaEvent_t a = NULL, b = NULL;
@@ -62,15 +78,10 @@ template <typename F> static double qq_bench_time_us(qq_bench_timer *t, F fn, bo
   for (int i = 0; i < t->warm && e == cudaSuccess; i++) fn();
   if (e == cudaSuccess) e = cudaStreamSynchronize(t->stream);
   for (int i = 0; i < t->iters && e == cudaSuccess; i++) {
-    qq_bench_spin<<<1, 1, 0, t->stream>>>(50000);
-    if (cold) qq_bench_flush<<<1024, 256, 0, t->stream>>>((const uint4 *)t->flush, t->flush_bytes / 16, (int *)t->flush);
-    if ((e = cudaEventRecord(a, t->stream)) != cudaSuccess) break;
-    const auto h0 = std::chrono::steady_clock::now();
-    fn();
-    h.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - h0).count());
-    if ((e = cudaEventRecord(b, t->stream)) != cudaSuccess || (e = cudaEventSynchronize(b)) != cudaSuccess) break;
     float ms = 0;
-    if ((e = cudaEventElapsedTime(&ms, a, b)) != cudaSuccess) break;
+    double hu = 0;
+    if ((e = qq_bench_timed(t, a, b, cold, fn, &ms, &hu)) != cudaSuccess) break;
+    h.push_back(hu);
     g.push_back(ms);
   }
   if (a) cudaEventDestroy(a);
@@ -121,14 +132,12 @@ template <typename F> static double qq_bench_graph_us(qq_bench_timer *t, F fn, i
   if (e == cudaSuccess) e = cudaGraphLaunch(exec, t->stream); /* warm replay */
   if (e == cudaSuccess) e = cudaStreamSynchronize(t->stream);
   for (int i = 0; i < t->iters && e == cudaSuccess; i++) {
-    qq_bench_spin<<<1, 1, 0, t->stream>>>(50000);
     /* a flush first, so that the first launches of the replay also find their weights out of L2 */
-    qq_bench_flush<<<1024, 256, 0, t->stream>>>((const uint4 *)t->flush, t->flush_bytes / 16, (int *)t->flush);
-    if ((e = cudaEventRecord(a, t->stream)) != cudaSuccess) break;
-    if ((e = cudaGraphLaunch(exec, t->stream)) != cudaSuccess) break;
-    if ((e = cudaEventRecord(b, t->stream)) != cudaSuccess || (e = cudaEventSynchronize(b)) != cudaSuccess) break;
     float ms = 0;
-    if ((e = cudaEventElapsedTime(&ms, a, b)) != cudaSuccess) break;
+    cudaError_t le = cudaSuccess;
+    if ((e = qq_bench_timed(t, a, b, true, [&] { le = cudaGraphLaunch(exec, t->stream); }, &ms, NULL)) != cudaSuccess ||
+        (e = le) != cudaSuccess)
+      break;
     g.push_back(ms);
   }
   if (e != cudaSuccess) {
