@@ -141,6 +141,9 @@ QQ_WQ_HD constexpr int wq_kch(int sb) { return 16 * wq_tpc(sb); }
 QQ_WQ_HD int wq_frag_row(int lane, int e) { return (lane >> 2) + (((e >> 1) & 1) << 3); }
 QQ_WQ_HD int wq_frag_col(int lane, int e) { return ((lane & 3) << 2) + (e & 1) + ((e >> 2) << 1); }
 /* Column (0..15) of the first of the 4 x values in lane l's B fragment (b0 = +0, +1; b1 = +2, +3). */
+/* Bytes per x row of one stage of wq_xs_kernel's x ring (U chunks): the columns plus a 32-byte pad that
+ * spreads the 8 token rows of a B-fragment load over the banks (row stride ≡ 8 words mod 32). */
+QQ_WQ_HD constexpr int wq_xs_row_bytes(int sb, int u) { return u * wq_kch(sb) * 2 + 32; }
 QQ_WQ_HD int wq_bfrag_col(int lane) { return (lane & 3) << 2; }
 /* Output fragment c_i (i = 0..3) of lane l: row (0..15) and token within the n8 tile (0..7). */
 QQ_WQ_HD int wq_cfrag_row(int lane, int i) { return (lane >> 2) + ((i >> 1) << 3); }
@@ -431,6 +434,10 @@ template <int MT, int R> struct wq_cfg {
 
 __device__ __forceinline__ void wq_cp_async16(uint32_t smem, const void *gmem) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(smem), "l"(gmem) : "memory");
+}
+/* 16-byte copy, or 16 zero bytes when !valid (src-size 0: nothing is read from gmem) */
+__device__ __forceinline__ void wq_cp_async16z(uint32_t smem, const void *gmem, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(smem), "l"(gmem), "r"(valid ? 16 : 0) : "memory");
 }
 __device__ __forceinline__ void wq_cp_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
 template <int N> __device__ __forceinline__ void wq_cp_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory"); }
@@ -795,12 +802,19 @@ struct wq_m1_args {
  * the parity of c0): no test per chunk. GCH 0 tests once per stage whether a change falls inside it
  * (not at all for per-channel weights) and only then per chunk. (A per-chunk `if` around the change
  * is if-converted by ptxas into ~30 predicated-off instructions issued on every chunk, SASS.) */
-template <typename T, int SB, int NT, int R, int GCH>
+template <typename T, int SB, int NT, int R, int GCH, bool XS>
 __device__ __forceinline__ void wq_m1_loop(const wq_m1_args &p, const int (&nt)[R], int c0, int c1,
-                                           float (&acc)[R][NT][4], uint4 *ring) {
+                                           float (&acc)[R][NT][4], uint4 *ring, uint8_t *xring) {
   constexpr int TPC = wq_tpc(SB), U = wq_cfg<1, R>::U, S = wq_cfg<1, R>::S, KCH = wq_kch(SB);
   static_assert(U % 2 == 0 && U >= GCH, "stage patterns need an even U");
   const int lane = threadIdx.x & 31, gid = lane >> 2;
+
+  /* XS: the block's x ring, S stages of xr rows × U·KCH columns (wq_xs_row_bytes: a 32-byte pad per
+   * row, so the 8 rows of one B-fragment load fall on 4 distinct 8-bank groups per half-warp);
+   * every thread copies 16-byte pieces of it, columns ≥ kx zero-filled */
+  constexpr int ROWB = wq_xs_row_bytes(SB, U), PPR = U * KCH / 8;
+  const int xr = XS ? (p.m < 8 * NT ? p.m : 8 * NT) : 0, xst = xr * ROWB;
+  const uint32_t sx = XS ? (uint32_t)__cvta_generic_to_shared(xring) : 0u;
 
   /* weight ring as in wq_mainloop: [S][U][R][32] uint4, lane-private */
   const uint32_t sring = (uint32_t)__cvta_generic_to_shared(ring + lane);
@@ -823,6 +837,16 @@ __device__ __forceinline__ void wq_m1_loop(const wq_m1_args &p, const int (&nt)[
     }
 #pragma unroll
     for (int r = 0; r < R; r++) wnext[r] += U * 32;
+    if (XS && c_issue < c1) { /* block-uniform */
+      const uint32_t dst0 = sx + (uint32_t)(slot * xst);
+      const T *src0 = (const T *)p.x + (size_t)c_issue * KCH;
+      for (int i = threadIdx.x; i < xr * PPR; i += QQ_WQ_WPB * 32) {
+        const int row = i / PPR, pc = i % PPR;
+        const bool ok = c_issue * KCH + 8 * pc < p.kx;
+        wq_cp_async16z(dst0 + (uint32_t)(row * ROWB + 16 * pc),
+                       ok ? (const void *)(src0 + (size_t)row * p.ldx + 8 * pc) : p.x, ok);
+      }
+    }
     c_issue += U;
     wq_cp_commit();
   };
@@ -917,8 +941,21 @@ __device__ __forceinline__ void wq_m1_loop(const wq_m1_args &p, const int (&nt)[
     }
   };
 
+  /* the group change before a chunk: CHG 0 none, 1 one, 2 test (GCH 0) */
+  auto change = [&](const int CHG) {
+    if (CHG == 1) {
+      next_group();
+    } else if (CHG == 2) {
+      /* a loop (runs at most once), not an if: ptxas keeps it a branch */
+      while (gleft == 0) {
+        next_group();
+        gleft = gch;
+      }
+      gleft--;
+    }
+  };
   uint2 bx[2][TPC][NT];
-  load_bx(c0, 0, bx[0]);
+  if (!XS) load_bx(c0, 0, bx[0]);
   /* One chunk. FAST: this chunk and the next exist and have all their x columns. CHG: 0 no group
    * change, 1 a change before this chunk, 2 test (GCH 0). (Literals at every call site, folded after
    * inlining: a generic lambda with integral_constant parameters crashes nvcc 13.0's cudafe++.) */
@@ -934,16 +971,7 @@ __device__ __forceinline__ void wq_m1_loop(const wq_m1_args &p, const int (&nt)[
     }
 #pragma unroll
     for (int t = 0; t < NT; t++) xp[t] += 4 * TPC;
-    if (CHG == 1) {
-      next_group();
-    } else if (CHG == 2) {
-      /* a loop (runs at most once), not an if: ptxas keeps it a branch */
-      while (gleft == 0) {
-        next_group();
-        gleft = gch;
-      }
-      gleft--;
-    }
+    change(CHG);
 #pragma unroll
     for (int j = 0; j < TPC; j++)
 #pragma unroll
@@ -953,6 +981,26 @@ __device__ __forceinline__ void wq_m1_loop(const wq_m1_args &p, const int (&nt)[
 #pragma unroll
         for (int t = 0; t < NT; t++) wq_mma<T>(part[r][t], a, b[j][t]); /* one fragment, NT token tiles */
       }
+  };
+  /* XS: one chunk with x from the stage's rows (xu: its first column), in the same order as chunk */
+  int rowoff[NT]; /* byte offset of this lane's fragment in a stage row: token row (≥ m: row 0), column 4·(lane & 3) */
+#pragma unroll
+  for (int t = 0; t < NT; t++) rowoff[t] = (8 * t + gid < p.m ? 8 * t + gid : 0) * ROWB + 2 * wq_bfrag_col(lane);
+  auto chunk_xs = [&](const uint4 (&ck)[R], const uint8_t *xu, const int CHG) {
+    change(CHG);
+#pragma unroll
+    for (int j = 0; j < TPC; j++) {
+      uint2 b[NT];
+#pragma unroll
+      for (int t = 0; t < NT; t++) b[t] = *reinterpret_cast<const uint2 *>(xu + rowoff[t] + 32 * j);
+#pragma unroll
+      for (int r = 0; r < R; r++) {
+        uint32_t a[4];
+        wq_dequant_frag<T, SB>(ck[r], j, z_cur[r], a);
+#pragma unroll
+        for (int t = 0; t < NT; t++) wq_mma<T>(part[r][t], a, b[t]);
+      }
+    }
   };
   /* change before chunk u of a stage? (GCH 1: every chunk; GCH 2: chunks of parity `odd` relative
    * to c0, i.e. even absolute chunks) */
@@ -970,15 +1018,22 @@ __device__ __forceinline__ void wq_m1_loop(const wq_m1_args &p, const int (&nt)[
     for (int sl = 0; sl < S; sl++) {
       if (st0 + sl < n_st) {
         wq_cp_wait<S - 2>();
+        /* XS: every thread's x copies of stage sl have landed, and every warp is done with stage
+         * sl − 1, whose slot the issue below refills */
+        if (XS) __syncthreads();
         issue((sl + S - 1) % S);
         const uint4 *rp = ring + sl * U * R * 32 + lane;
-        if (c + U < c1 && c + U < c_xfull) { /* warp-uniform: every chunk whole, the next one too */
+        const uint8_t *xsl = xring + sl * xst;
+        if (XS ? c + U <= c1 : c + U < c1 && c + U < c_xfull) { /* uniform: every chunk whole (and the next, !XS) */
           /* chunk u of the stage, with or without a group change before it */
 #define QQ_WQ_M1_CHUNK(u, chg)                                                \
   {                                                                           \
     uint4 ck[R];                                                              \
     QQ_WQ_UNROLL for (int r = 0; r < R; r++) ck[r] = rp[((u) * R + r) * 32];  \
-    chunk(ck, c + (u), bx[(u) & 1], bx[((u) + 1) & 1], true, (chg));          \
+    if (XS)                                                                   \
+      chunk_xs(ck, xsl + (u) * KCH * 2, (chg));                               \
+    else                                                                      \
+      chunk(ck, c + (u), bx[(u) & 1], bx[((u) + 1) & 1], true, (chg));        \
   }
           if (GCH == 2) { /* two code copies, one per phase: the change positions are literals */
             if (odd) {
@@ -1008,7 +1063,10 @@ __device__ __forceinline__ void wq_m1_loop(const wq_m1_args &p, const int (&nt)[
               uint4 ck[R];
 #pragma unroll
               for (int r = 0; r < R; r++) ck[r] = rp[(u * R + r) * 32];
-              chunk(ck, c, bx[u & 1], bx[(u + 1) & 1], false, chg_at(u));
+              if (XS)
+                chunk_xs(ck, xsl + u * KCH * 2, chg_at(u));
+              else
+                chunk(ck, c, bx[u & 1], bx[(u + 1) & 1], false, chg_at(u));
             }
             c++;
           }
@@ -1033,32 +1091,40 @@ template <int NT, int R, int GCH> struct wq_m1_cfg {
                                     : GCH == 1 ? (R == 1 ? 5 : 4) : wq_cfg<1, R>::MIN_BLOCKS;
 };
 
-template <typename T, int SB, int NT, int R, int GCH>
-__global__ void __launch_bounds__(QQ_WQ_WPB * 32, wq_m1_cfg<NT, R, GCH>::MIN_BLOCKS) wq_m1_kernel(const wq_m1_args p) {
-  constexpr int TPB = wq_tpb(R);
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int row_blk = blockIdx.x, kb = blockIdx.y;
-  const int c0 = (int)((uint32_t)(kb * p.kc) / (uint32_t)p.skb), c1 = (int)((uint32_t)((kb + 1) * p.kc) / (uint32_t)p.skb);
+/* Block position and k-range of an m1 / xs block; n-tiles past the last are clamped (act false). */
+template <int NT, int R> struct wq_m1_blk {
+  int row_blk, kb, c0, c1;
   int nt[R];
   bool act[R];
-#pragma unroll
-  for (int r = 0; r < R; r++) {
-    const int t = row_blk * TPB + r * QQ_WQ_WPB + warp;
-    act[r] = t < p.n_tiles;
-    nt[r] = act[r] ? t : p.n_tiles - 1;
-  }
   float acc[R][NT][4];
+  __device__ __forceinline__ explicit wq_m1_blk(const wq_m1_args &p) {
+    const int warp = threadIdx.x >> 5;
+    row_blk = blockIdx.x;
+    kb = blockIdx.y;
+    c0 = (int)((uint32_t)(kb * p.kc) / (uint32_t)p.skb);
+    c1 = (int)((uint32_t)((kb + 1) * p.kc) / (uint32_t)p.skb);
 #pragma unroll
-  for (int r = 0; r < R; r++)
+    for (int r = 0; r < R; r++) {
+      const int t = row_blk * wq_tpb(R) + r * QQ_WQ_WPB + warp;
+      act[r] = t < p.n_tiles;
+      nt[r] = act[r] ? t : p.n_tiles - 1;
+    }
 #pragma unroll
-    for (int t = 0; t < NT; t++)
+    for (int r = 0; r < R; r++)
 #pragma unroll
-      for (int i = 0; i < 4; i++) acc[r][t][i] = 0.f;
-  __shared__ __align__(16) uint4 ring[QQ_WQ_WPB][wq_cfg<1, R>::S * wq_cfg<1, R>::U * R * 32];
-  if (act[0]) wq_m1_loop<T, SB, NT, R, GCH>(p, nt, c0, c1, acc, ring[warp]);
+      for (int t = 0; t < NT; t++)
+#pragma unroll
+        for (int i = 0; i < 4; i++) acc[r][t][i] = 0.f;
+  }
+};
 
-  /* output fragment c_i of token tile t is token 8·t + wq_cfrag_tok; tokens ≥ m are neither stored
-   * nor written to / read from the slots */
+/* Output of an m1 / xs block: y directly (skb 1), else split-K as wq_gemm_kernel at MT = NT (mch = 1):
+ * slots of 8·NT tokens × 16 rows, the last block of the block-row sums them in fixed order. Output
+ * fragment c_i of token tile t is token 8·t + wq_cfrag_tok; tokens ≥ m are neither stored nor written
+ * to / read from the slots. */
+template <typename T, int NT, int R> __device__ __forceinline__ void wq_m1_finish(const wq_m1_args &p, const wq_m1_blk<NT, R> &b) {
+  constexpr int TPB = wq_tpb(R);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   T *y = (T *)p.y;
   auto store = [&](int ntile, const float (&val)[NT][4]) {
 #pragma unroll
@@ -1072,28 +1138,26 @@ __global__ void __launch_bounds__(QQ_WQ_WPB * 32, wq_m1_cfg<NT, R, GCH>::MIN_BLO
   if (p.skb == 1) {
 #pragma unroll
     for (int r = 0; r < R; r++)
-      if (act[r]) store(nt[r], acc[r]);
+      if (b.act[r]) store(b.nt[r], b.acc[r]);
     return;
   }
-  /* split-K as wq_gemm_kernel at MT = NT (mch = 1): slots of 8·NT tokens × 16 rows, last block of the
-   * block-row sums in fixed order */
 #pragma unroll
   for (int r = 0; r < R; r++) {
-    if (!act[r]) continue;
-    float *slot = p.slots + wq_slot_base(row_blk, 1, 0, p.skb, kb, r * QQ_WQ_WPB + warp, TPB, NT);
+    if (!b.act[r]) continue;
+    float *slot = p.slots + wq_slot_base(b.row_blk, 1, 0, p.skb, b.kb, r * QQ_WQ_WPB + warp, TPB, NT);
 #pragma unroll
     for (int t = 0; t < NT; t++)
 #pragma unroll
       for (int i = 0; i < 4; i++) {
         const int tl = 8 * t + wq_cfrag_tok(lane, i);
-        if (tl < p.m) slot[tl * 16 + wq_cfrag_row(lane, i)] = acc[r][t][i];
+        if (tl < p.m) slot[tl * 16 + wq_cfrag_row(lane, i)] = b.acc[r][t][i];
       }
   }
   __threadfence();
   __syncthreads();
   __shared__ int s_last;
   if (threadIdx.x == 0) {
-    int32_t *ctr = p.counters + row_blk;
+    int32_t *ctr = p.counters + b.row_blk;
     s_last = atomicAdd(ctr, 1) == p.skb - 1;
     if (s_last) atomicExch(ctr, 0);
   }
@@ -1102,7 +1166,7 @@ __global__ void __launch_bounds__(QQ_WQ_WPB * 32, wq_m1_cfg<NT, R, GCH>::MIN_BLO
   __threadfence();
 #pragma unroll
   for (int r = 0; r < R; r++) {
-    if (!act[r]) continue;
+    if (!b.act[r]) continue;
     float sum[NT][4];
 #pragma unroll
     for (int t = 0; t < NT; t++)
@@ -1112,12 +1176,47 @@ __global__ void __launch_bounds__(QQ_WQ_WPB * 32, wq_m1_cfg<NT, R, GCH>::MIN_BLO
         float s = 0.f;
         if (tl < p.m)
           for (int kb2 = 0; kb2 < p.skb; kb2++)
-            s += kb2 == kb ? acc[r][t][i]
-                           : __ldcg(p.slots + wq_slot_base(row_blk, 1, 0, p.skb, kb2, r * QQ_WQ_WPB + warp, TPB, NT) + off);
+            s += kb2 == b.kb ? b.acc[r][t][i]
+                             : __ldcg(p.slots + wq_slot_base(b.row_blk, 1, 0, p.skb, kb2, r * QQ_WQ_WPB + warp, TPB, NT) + off);
         sum[t][i] = s;
       }
-    store(nt[r], sum);
+    store(b.nt[r], sum);
   }
+}
+
+template <typename T, int SB, int NT, int R, int GCH>
+__global__ void __launch_bounds__(QQ_WQ_WPB * 32, wq_m1_cfg<NT, R, GCH>::MIN_BLOCKS) wq_m1_kernel(const wq_m1_args p) {
+  wq_m1_blk<NT, R> b(p);
+  __shared__ __align__(16) uint4 ring[QQ_WQ_WPB][wq_cfg<1, R>::S * wq_cfg<1, R>::U * R * 32];
+  if (b.act[0]) wq_m1_loop<T, SB, NT, R, GCH, false>(p, b.nt, b.c0, b.c1, b.acc, ring[threadIdx.x >> 5], nullptr);
+  wq_m1_finish<T, NT, R>(p, b);
+}
+
+/* ---- the m ≤ 64 kernel with x in shared memory ("xs") ------------------------------------------------
+ *
+ * wq_m1_kernel with NT = 1, 2, 4 or 8 token tiles (m ≤ 8, 16, 32, 64) and x staged per block: each
+ * stage of the pipeline also copies the block's x slice (xr = min(m, 8·NT) rows × U chunks of
+ * columns, 16-byte cp.async pieces spread over all 128 threads) into a shared ring next to the warps'
+ * weight rings, and the warps read their B fragments from it; one __syncthreads per stage. Why: in
+ * wq_m1_kernel every warp loads its own B fragments (__ldg, 2·NT bytes of x per weight byte) and the
+ * blocks' weight rings leave little L1 for x, so from m ≈ 8 on the time grows with the token count
+ * (H200, gate_up: 27.7 µs at m = 1, 59.9 at 16, 116 at 32), i.e. x traffic from L2, not the weights,
+ * bounds it. Here x crosses L2 → SM once per block per k-range. Same arithmetic in the same order as
+ * wq_m1_kernel (and so wq_gemm_kernel) at the same split-K: bit-identical output. Dynamic shared
+ * memory: the 4 weight rings, then the x ring (wq_xs_smem_bytes). Every warp runs the loop (the
+ * barrier), n-tiles past the last compute a clamped tile and store nothing. x must be 16-byte aligned
+ * with kx % 8 == 0 (the host stages it otherwise). */
+template <int NT, int R, int GCH> struct wq_xs_cfg {
+  static constexpr int MIN_BLOCKS = NT <= 2 ? wq_m1_cfg<NT, R, GCH>::MIN_BLOCKS : NT == 4 ? 3 : 2;
+};
+template <typename T, int SB, int NT, int R, int GCH>
+__global__ void __launch_bounds__(QQ_WQ_WPB * 32, wq_xs_cfg<NT, R, GCH>::MIN_BLOCKS) wq_xs_kernel(const wq_m1_args p) {
+  constexpr int RING = wq_cfg<1, R>::S * wq_cfg<1, R>::U * R * 32; /* uint4 per warp */
+  wq_m1_blk<NT, R> b(p);
+  extern __shared__ __align__(16) uint4 wq_dsm[];
+  wq_m1_loop<T, SB, NT, R, GCH, true>(p, b.nt, b.c0, b.c1, b.acc, wq_dsm + (threadIdx.x >> 5) * RING,
+                                      reinterpret_cast<uint8_t *>(wq_dsm + QQ_WQ_WPB * RING));
+  wq_m1_finish<T, NT, R>(p, b);
 }
 
 /* ---- other kernels ------------------------------------------------------------------------------------- */
@@ -1345,6 +1444,9 @@ struct qq_cuda_wq {
   int32_t occ_m1[2][2];    /* resident blocks per SM of wq_m1_kernel, [NT − 1][R − 1] */
   int32_t skb_m1[2];       /* its split-K (m ≤ 16, both NT), R = 1, 2 */
   int32_t m1_skb_force;    /* QQ_WQ_M1_SKB: > 0 replaces skb_m1 (measurements) */
+  /* m ≤ 64 with uniform groups: wq_xs_kernel for NT ≥ xs_min_nt (QQ_WQ_XS; 99: never) */
+  int32_t xs_min_nt;
+  int32_t occ_xs[4][2];    /* its resident blocks per SM at m = 8·NT, [log2 NT][R − 1] */
   int32_t r2_min_tiles;    /* R = 2 from this many n-tiles (QQ_WQ_R2_MIN_TILES, default the enum) */
   void *dev;               /* one allocation holding the arrays below */
   size_t dev_bytes;
@@ -1413,7 +1515,8 @@ static void wq_retune(qq_cuda_wq *w) {
 /* How one matmul of m rows runs. */
 struct wq_plan {
   bool dense;
-  bool m1; /* wq_m1_kernel */
+  bool m1; /* wq_m1_kernel, or wq_xs_kernel when xs */
+  bool xs;
   int mt, r, mch, skb, row_blks;
   size_t x_bytes, part_bytes; /* ws: staged x, then split-K slots or the dense weight */
 };
@@ -1429,16 +1532,22 @@ static wq_plan wq_make_plan(const qq_cuda_wq *w, int32_t m, int32_t n_counters) 
   }
   pl.mt = m <= 8 ? 1 : m <= 16 ? 2 : m <= 32 ? 4 : 8;
   pl.mch = (m + 8 * pl.mt - 1) / (8 * pl.mt);
-  pl.r = wq_choose_r(w, pl.mt);
+  pl.xs = w->gch > 0 && !w->m1_off && pl.mt >= w->xs_min_nt && pl.mch == 1;
+  pl.r = pl.xs && pl.mt >= 4 ? 2 : wq_choose_r(w, pl.mt);
   pl.row_blks = (w->n_tiles + wq_tpb(pl.r) - 1) / wq_tpb(pl.r);
   const int64_t rows = (int64_t)pl.row_blks * pl.mch;
   pl.skb = pl.mch == 1 ? w->skb1[wq_vi(pl.mt, pl.r)] : wq_choose_skb(w, pl.mt, w->occ[wq_vi(pl.mt, pl.r)], rows);
-  if (pl.mt <= 2 && w->gch > 0 && !w->m1_off) { /* m ≤ 16: wq_m1_kernel with NT = pl.mt token tiles */
+  if (pl.xs || (pl.mt <= 2 && w->gch > 0 && !w->m1_off)) { /* wq_m1_kernel / wq_xs_kernel, NT = pl.mt */
     pl.skb = w->m1_skb_force > 0 ? (w->m1_skb_force < w->kc ? w->m1_skb_force : w->kc) : w->skb_m1[pl.r - 1];
     /* its k-range arithmetic is 32-bit, its k-splits are gridDim.y */
     pl.m1 = (int64_t)w->kc * pl.skb <= INT32_MAX && pl.skb <= 65535 &&
             (int64_t)w->n_tiles * (w->nv + 1) * 8 <= (int64_t)UINT32_MAX;
-    if (!pl.m1) pl.skb = w->skb1[wq_vi(pl.mt, pl.r)];
+    if (!pl.m1) {
+      pl.xs = false;
+      pl.r = wq_choose_r(w, pl.mt);
+      pl.row_blks = (w->n_tiles + wq_tpb(pl.r) - 1) / wq_tpb(pl.r);
+      pl.skb = w->skb1[wq_vi(pl.mt, pl.r)];
+    }
   }
   if (rows > n_counters) pl.skb = 1; /* no semaphore for every block-row: no split */
   if (pl.skb > 1)
@@ -1469,6 +1578,30 @@ template <typename T, int SB> static const void *wq_m1_fn(int nt, int r, int g) 
   if (nt == 2) return r == 2 ? wq_m1_fn_g<T, SB, 2, 2>(g) : wq_m1_fn_g<T, SB, 2, 1>(g);
   return r == 2 ? wq_m1_fn_g<T, SB, 1, 2>(g) : wq_m1_fn_g<T, SB, 1, 1>(g);
 }
+template <typename T, int SB, int NT, int R> static const void *wq_xs_fn_g(int g) {
+  return g == 1 ? (const void *)wq_xs_kernel<T, SB, NT, R, 1>
+         : g == 2 ? (const void *)wq_xs_kernel<T, SB, NT, R, 2> : (const void *)wq_xs_kernel<T, SB, NT, R, 0>;
+}
+template <typename T, int SB> static const void *wq_xs_fn(int nt, int r, int g) {
+  if (nt == 8) return wq_xs_fn_g<T, SB, 8, 2>(g);
+  if (nt == 4) return wq_xs_fn_g<T, SB, 4, 2>(g);
+  if (nt == 2) return r == 2 ? wq_xs_fn_g<T, SB, 2, 2>(g) : wq_xs_fn_g<T, SB, 2, 1>(g);
+  return r == 2 ? wq_xs_fn_g<T, SB, 1, 2>(g) : wq_xs_fn_g<T, SB, 1, 1>(g);
+}
+/* wq_xs_kernel for NT token tiles (1, 2, 4, 8; R = 2 from NT 4 on) */
+static const void *wq_xs_kernel_for(qq_act_dtype act, int sb, int nt, int r, int32_t gch) {
+  const int g = wq_m1_gch(gch);
+  if (act == QQ_ACT_BF16) return sb == 4 ? wq_xs_fn<__nv_bfloat16, 4>(nt, r, g) : wq_xs_fn<__nv_bfloat16, 8>(nt, r, g);
+  return sb == 4 ? wq_xs_fn<__half, 4>(nt, r, g) : wq_xs_fn<__half, 8>(nt, r, g);
+}
+/* its dynamic shared memory: 4 weight rings, then S stages of min(m, 8·NT) x rows */
+static size_t wq_xs_smem_bytes(int sb, int nt, int r, int32_t m) {
+  const int u = r == 2 ? wq_cfg<1, 2>::U : wq_cfg<1, 1>::U, s = r == 2 ? wq_cfg<1, 2>::S : wq_cfg<1, 1>::S;
+  const int xr = m < 8 * nt ? m : 8 * nt;
+  return (size_t)QQ_WQ_WPB * s * u * r * 32 * 16 + (size_t)s * xr * wq_xs_row_bytes(sb, u);
+}
+static int wq_log2_nt(int nt) { return nt >= 8 ? 3 : nt >= 4 ? 2 : nt >= 2 ? 1 : 0; }
+
 /* wq_m1_kernel for NT token tiles (1: m ≤ 8, 2: m ≤ 16), R n-tiles per warp */
 static const void *wq_m1_kernel_for(qq_act_dtype act, int sb, int nt, int r, int32_t gch) {
   const int g = wq_m1_gch(gch);
@@ -1539,6 +1672,16 @@ static qq_status wq_upload(qq_cuda_ctx *c, const qq_linear_desc *d, const wq_lay
                            &blocks, wq_m1_kernel_for(w->act, w->sb, nt, r, w->gch), QQ_WQ_WPB * 32, 0));
       w->occ_m1[nt - 1][r - 1] = blocks;
     }
+  if (w->gch > 0)
+    for (int nt = 1; nt <= 8; nt *= 2)
+      for (int r = nt >= 4 ? 2 : 1; r <= 2; r++) {
+        const void *f = wq_xs_kernel_for(w->act, w->sb, nt, r, w->gch);
+        const size_t smem = wq_xs_smem_bytes(w->sb, nt, r, 8 * nt);
+        QQ_CUDA_TRY(err, cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        int blocks = 0;
+        QQ_CUDA_TRY(err, cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, f, QQ_WQ_WPB * 32, smem));
+        w->occ_xs[wq_log2_nt(nt)][r - 1] = blocks;
+      }
   wq_retune(w);
   return QQ_OK;
 }
@@ -1576,16 +1719,23 @@ extern "C" qq_status qq_cuda_wq_create(qq_cuda_ctx *c, const qq_linear_desc *d, 
   w->gch = L.gch;
   w->act = c->act;
   w->sm_count = c->sm_count;
-  w->skinny_max_m = QQ_WQ_SKINNY_MAX_M;
-  /* Tuning knob for measurements: rows above which the dequantize + cuBLASLt path runs. */
+  /* A/B switch for measurements: QQ_WQ_M1=old runs m ≤ 16 through wq_gemm_kernel as before */
+  const char *m1 = getenv("QQ_WQ_M1");
+  w->m1_off = m1 && strcmp(m1, "old") == 0;
+  /* QQ_WQ_XS=N: wq_xs_kernel from N token tiles on (1, 2, 4, 8; default 1), "off": never (m ≤ 16 then
+   * runs wq_m1_kernel, 17..32 wq_gemm_kernel, more rows dequantize + cuBLASLt) */
+  w->xs_min_nt = 1;
+  const char *xs = getenv("QQ_WQ_XS");
+  if (xs && *xs) w->xs_min_nt = strcmp(xs, "off") == 0 ? 99 : (int32_t)strtol(xs, NULL, 10);
+  if (w->xs_min_nt < 1) w->xs_min_nt = 99;
+  w->skinny_max_m = L.gch > 0 && w->xs_min_nt <= 8 && !w->m1_off ? 64 : QQ_WQ_SKINNY_MAX_M;
+  /* Rows above which the dequantize + cuBLASLt path runs: 64 (the skinny limit) with wq_xs_kernel, else 32;
+   * QQ_WQ_SKINNY_MAX_M overrides it for measurements. */
   const char *smm = getenv("QQ_WQ_SKINNY_MAX_M");
   if (smm && *smm) {
     const long v = strtol(smm, NULL, 10);
     if (v >= 0 && v <= 64) w->skinny_max_m = (int)v;
   }
-  /* A/B switch for measurements: QQ_WQ_M1=old runs m ≤ 16 through wq_gemm_kernel as before */
-  const char *m1 = getenv("QQ_WQ_M1");
-  w->m1_off = m1 && strcmp(m1, "old") == 0;
   /* more knobs for measurements: the m1 kernel's split-K factor, the n-tile count from which a warp
    * takes two n-tiles (both kernels, m ≤ 16) */
   const char *m1s = getenv("QQ_WQ_M1_SKB");
@@ -1639,9 +1789,10 @@ extern "C" void qq_cuda_wq_describe(const qq_cuda_wq *w, int32_t m, char *buf, s
   if (pl.dense)
     snprintf(buf, len, "dense");
   else
-    snprintf(buf, len, "skinny%s mt=%d r=%d mch=%d skb=%d blocks=%lld occ=%d sm=%d", pl.m1 ? "-m1" : "", pl.mt, pl.r,
-             pl.mch, pl.skb, (long long)pl.row_blks * pl.skb * pl.mch,
-             pl.m1 ? w->occ_m1[pl.mt - 1][pl.r - 1] : w->occ[wq_vi(pl.mt, pl.r)], w->sm_count);
+    snprintf(buf, len, "skinny%s mt=%d r=%d mch=%d skb=%d blocks=%lld occ=%d sm=%d",
+             pl.xs ? "-xs" : pl.m1 ? "-m1" : "", pl.mt, pl.r, pl.mch, pl.skb, (long long)pl.row_blks * pl.skb * pl.mch,
+             pl.xs ? w->occ_xs[wq_log2_nt(pl.mt)][pl.r - 1]
+             : pl.m1 ? w->occ_m1[pl.mt - 1][pl.r - 1] : w->occ[wq_vi(pl.mt, pl.r)], w->sm_count);
 }
 
 extern "C" size_t qq_cuda_wq_ws_bytes(const qq_cuda_wq *w, int32_t m) {
@@ -1666,11 +1817,11 @@ extern "C" qq_status qq_cuda_wq_matmul(qq_cuda_ctx *c, const qq_cuda_wq *w, cons
                         c->ws_bytes, m, need);
   uint8_t *ws = (uint8_t *)c->ws;
   /* x is read in place unless columns move (act-order, padding) or its alignment does not suit the
-   * consumer: 8 bytes and k % 4 == 0 for the skinny kernel's 64-bit loads; for cuBLASLt the 256-byte
-   * pointer alignment its heuristic assumes by default, and k % 8 == 0 (16-byte rows). Staged rows are
-   * kp wide, zero-padded. */
-  const bool stage = w->has_map || (pl.dense ? ((w->k & 7) != 0 || ((uintptr_t)x & 255) != 0)
-                                             : ((w->k & 3) != 0 || ((uintptr_t)x & 7) != 0));
+   * consumer: 8 bytes and k % 4 == 0 for the skinny kernels' 64-bit loads, 16 bytes and k % 8 == 0 for
+   * wq_xs_kernel's 16-byte copies; for cuBLASLt the 256-byte pointer alignment its heuristic assumes by
+   * default, and k % 8 == 0 (16-byte rows). Staged rows are kp wide, zero-padded. */
+  const bool stage = w->has_map || (pl.dense || pl.xs ? ((w->k & 7) != 0 || ((uintptr_t)x & (pl.dense ? 255 : 15)) != 0)
+                                                      : ((w->k & 3) != 0 || ((uintptr_t)x & 7) != 0));
   const void *xin = x;
   const int32_t ldx = stage ? w->kp : w->k;
   if (stage) {
@@ -1713,6 +1864,13 @@ extern "C" qq_status qq_cuda_wq_matmul(qq_cuda_ctx *c, const qq_cuda_wq *w, cons
     a.slots = (float *)part;
     a.counters = c->counters;
     void *args[] = {&a};
+    if (pl.xs) {
+      QQ_CUDA_TRY(err, cudaLaunchKernel(wq_xs_kernel_for(w->act, w->sb, pl.mt, pl.r, w->gch),
+                                        dim3((unsigned)pl.row_blks, (unsigned)pl.skb), dim3(QQ_WQ_WPB * 32), args,
+                                        wq_xs_smem_bytes(w->sb, pl.mt, pl.r, m), c->stream));
+      QQ_CUDA_LAUNCHED(err, "wq_xs");
+      return QQ_OK;
+    }
     QQ_CUDA_TRY(err, cudaLaunchKernel(wq_m1_kernel_for(w->act, w->sb, pl.mt, pl.r, w->gch),
                                       dim3((unsigned)pl.row_blks, (unsigned)pl.skb), dim3(QQ_WQ_WPB * 32), args, 0,
                                       c->stream));

@@ -127,7 +127,7 @@ if has ncu; then
   sec="--section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats --section MemoryWorkloadAnalysis --section SchedulerStats"
   for sh in "gate_up 1" "qkv 1" "gate_up 16"; do
     set -- $sh
-    step "ncu-wq-$1-m$2" 120 ncu --clock-control none --kernel-name "regex:wq_(gemm|m1)_kernel" --launch-skip 2 --launch-count 1 $sec \
+    step "ncu-wq-$1-m$2" 120 ncu --clock-control none --kernel-name "regex:wq_(gemm|m1|xs)_kernel" --launch-skip 2 --launch-count 1 $sec \
       "$B/bench_kernels_cuda" --skip-ceilings --skip-attention --shapes $1 --rows $2 --iters 2
   done
   step ncu-attn-prefill 150 ncu --clock-control none --kernel-name regex:attn_mma --launch-skip 6 --launch-count 1 $sec \
@@ -140,18 +140,19 @@ if has wq; then
 fi
 
 if has wqm1; then
-  # The m <= 8 kernel (wq_m1_kernel) against the one it replaces (QQ_WQ_M1=old), same process, m = 1 and 8.
-  step wq-m1-ab 150 "$B/test_cuda_wq" --bench --m1-ab
-  grep -E "^BENCH shape=.* m=(1|8) kind=w[48]a16(-old)? " <(sed -n '/===== wq-m1-ab:/,$p' "$log") \
+  # The m <= 64 kernels (wq_xs_kernel, default) against wq_m1_kernel (QQ_WQ_XS=off, m <= 16), the old
+  # wq_gemm_kernel (QQ_WQ_M1=old) and dequantize + cuBLASLt, same process, m = 1, 8, 16, 32, 64.
+  step wq-m1-ab 200 "$B/test_cuda_wq" --bench --m1-ab
+  grep -E "^BENCH shape=.* m=(1|8|16|32|64) kind=w[48]a16(-old|-m1|-dense)? " <(sed -n '/===== wq-m1-ab:/,$p' "$log") \
     | sed -E 's/.*shape=([a-z_]+).* m=([0-9]+) kind=([a-z0-9-]+) .*us_warm=([0-9.]+) us_cold=([0-9.]+).*bw_frac_cold=([0-9.]+).*x_bf16_cold=([0-9.]+) plan=(.*)/  \1 m=\2 \3 warm \4 cold \5 us bw \6 xbf16 \7 \8/' | tee -a "$sum"
 fi
 
 if has ncusrc; then
   # Instruction mix and per-SASS-line stall samples of the W4A16 m = 1 kernel (gate_up).
-  step ncu-wq-instr 120 ncu --clock-control none --kernel-name "regex:wq_(gemm|m1)_kernel" --launch-skip 2 --launch-count 1 \
+  step ncu-wq-instr 120 ncu --clock-control none --kernel-name "regex:wq_(gemm|m1|xs)_kernel" --launch-skip 2 --launch-count 1 \
     --section InstructionStats --section WarpStateStats --section SpeedOfLight \
     "$B/bench_kernels_cuda" --skip-ceilings --skip-attention --shapes gate_up --rows 1 --iters 2
-  timeout 150 ncu --clock-control none --kernel-name "regex:wq_(gemm|m1)_kernel" --launch-skip 2 --launch-count 1 \
+  timeout 150 ncu --clock-control none --kernel-name "regex:wq_(gemm|m1|xs)_kernel" --launch-skip 2 --launch-count 1 \
     --section SourceCounters --section WarpStateStats --page source --print-source sass --csv \
     "$B/bench_kernels_cuda" --skip-ceilings --skip-attention --shapes gate_up --rows 1 --iters 2 > "$OUT/ncu_wq_source.csv" 2>&1
   echo "ncu source rc=$? $(wc -c < "$OUT/ncu_wq_source.csv") bytes" | tee -a "$sum"

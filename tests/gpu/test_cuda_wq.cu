@@ -29,9 +29,10 @@
  *         bw_frac_cold=.. bf16_us_warm=.. bf16_us_cold=.. x_bf16_warm=.. x_bf16_cold=.. plan=skinny,mt=1,..
  *   (kind: w4a16 = 4-bit, group 128, zero points; w8a16 = 8-bit per-channel symmetric; w4a16-skinny =
  *   the skinny kernel forced for m > 64; wbytes = repacked bytes read: codes + scales + zeros; x_bf16
- *   = bf16 time / this time; plan = the launch shape ("skinny-m1,..." for wq_m1_kernel); --m1-ab adds
- *   m = 8 and, for m ≤ 16, kinds w4a16-old / w8a16-old: the same weights through QQ_WQ_M1=old, the
- *   kernel wq_m1_kernel replaces, in the same process. The tuning flags set gemm_wq.cu's
+ *   = bf16 time / this time; plan = the launch shape ("skinny-xs,..." for wq_xs_kernel, "skinny-m1,..."
+ *   for wq_m1_kernel); --m1-ab adds m = 8 and 32 and, up to m = 64, kinds w4a16-old / w8a16-old (the
+ *   same weights through QQ_WQ_M1=old: wq_gemm_kernel), w4a16-m1 / w8a16-m1 at m ≤ 16 (QQ_WQ_XS=off:
+ *   wq_m1_kernel) and w4a16-dense (dequantize + cuBLASLt), in the same process. The tuning flags set gemm_wq.cu's
  *   QQ_WQ_SKINNY_MAX_M / QQ_WQ_MIN_CHUNKS / QQ_WQ_BLOCK_OVERHEAD for the run, to choose them.)
  *
  * Build: in the tree (tests/gpu/CMakeLists.txt) it links qq_kernels (backend.cu provides
@@ -471,41 +472,49 @@ static std::vector<uint16_t> run_y(qq_cuda_wq *w, int n, int k, int m, const std
   return yh;
 }
 
-/* m ≤ 16: wq_m1_kernel against the kernel it replaces (QQ_WQ_M1=old: wq_gemm_kernel at MT 1 for m ≤ 8,
- * MT 2 for 9..16; the m1 kernel at NT 1, 2), with the old kernel's split-K factor forced on the new one
- * (QQ_WQ_M1_SKB): the same sums in the same order, so the outputs must be equal bit for bit. Also
- * checks that the new kernel ran (plan "skinny-m1"). */
+/* The m ≤ 64 kernels against the kernel they replace (QQ_WQ_M1=old: wq_gemm_kernel at MT 1, 2, 4, 8),
+ * with the old kernel's split-K factor forced on the new ones (QQ_WQ_M1_SKB): wq_xs_kernel (the
+ * default, NT 1..8) and, for m ≤ 16, wq_m1_kernel (QQ_WQ_XS=off) compute the same sums in the same
+ * order, so the outputs must be equal bit for bit. Also checks that the intended kernel ran (plan). */
 static void check_m1_vs_old(const char *label, int n, int k, int bits, int gs, bool sym, bool ao) {
-  qweight o, q;
+  qweight o;
   setenv("QQ_WQ_M1", "old", 1);
   qweight_make(o, label, n, k, bits, gs, sym, ao);
   unsetenv("QQ_WQ_M1");
-  for (int m : {1, 3, 8, 9, 12, 16}) {
-    char plan_o[160], plan_n[160], skb[16];
+  qq_cuda_wq_set_tuning(o.w, 64, -1, -1); /* the old kernel up to 64 rows, not dequantize + cuBLASLt */
+  for (int m : {1, 3, 8, 9, 12, 16, 17, 24, 32, 33, 50, 64}) {
+    char plan_o[160], skb[16];
     qq_cuda_wq_describe(o.w, m, plan_o, sizeof plan_o);
     const char *p = strstr(plan_o, "skb=");
     snprintf(skb, sizeof skb, "%d", p ? atoi(p + 4) : 1);
-    setenv("QQ_WQ_M1_SKB", skb, 1);
-    /* a second weight from the same descriptor, made with the forced split-K factor */
-    q = o;
-    q.w = NULL;
-    q.d.w = q.codes.data();
-    q.d.scales = q.scales.data();
-    q.d.zeros = q.sym ? NULL : q.zeros.data();
-    q.d.g_idx = q.g_idx.empty() ? NULL : q.g_idx.data();
-    OK(qq_cuda_wq_create(&ctx, &q.d, &q.w, &q.dev_bytes, &err));
-    unsetenv("QQ_WQ_M1_SKB");
-    qq_cuda_wq_describe(q.w, m, plan_n, sizeof plan_n);
     std::vector<uint16_t> xh((size_t)m * k);
     for (auto &v : xh) v = act_bits((float)(2 * urand() - 1), ctx.act);
-    const std::vector<uint16_t> yo = run_y(o.w, n, k, m, xh), yn = run_y(q.w, n, k, m, xh);
-    size_t diff = 0;
-    for (size_t i = 0; i < yo.size(); i++) diff += yo[i] != yn[i];
-    CHECK(strstr(plan_n, "skinny-m1") != NULL, "%s m=%d: the m1 kernel did not run (%s)", label, m, plan_n);
-    CHECK(diff == 0, "%s m=%d: %zu outputs differ from QQ_WQ_M1=old (%s vs %s)", label, m, diff, plan_n, plan_o);
-    printf("%-22s %4s %6d %6d %4d %5d m=%d | m1 vs old: %zu differing outputs | %s\n", label,
-           ctx.act == QQ_ACT_BF16 ? "bf16" : "fp16", n, k, bits, gs, m, diff, plan_n);
-    qq_cuda_wq_free(q.w);
+    const std::vector<uint16_t> yo = run_y(o.w, n, k, m, xh);
+    for (int variant = 0; variant < (m <= 16 ? 2 : 1); variant++) { /* 0: wq_xs_kernel, 1: wq_m1_kernel */
+      /* a second weight from the same descriptor, made with the forced split-K factor */
+      setenv("QQ_WQ_M1_SKB", skb, 1);
+      if (variant == 1) setenv("QQ_WQ_XS", "off", 1);
+      qweight q = o;
+      q.w = NULL;
+      q.d.w = q.codes.data();
+      q.d.scales = q.scales.data();
+      q.d.zeros = q.sym ? NULL : q.zeros.data();
+      q.d.g_idx = q.g_idx.empty() ? NULL : q.g_idx.data();
+      OK(qq_cuda_wq_create(&ctx, &q.d, &q.w, &q.dev_bytes, &err));
+      unsetenv("QQ_WQ_M1_SKB");
+      unsetenv("QQ_WQ_XS");
+      char plan_n[160];
+      qq_cuda_wq_describe(q.w, m, plan_n, sizeof plan_n);
+      const std::vector<uint16_t> yn = run_y(q.w, n, k, m, xh);
+      size_t diff = 0;
+      for (size_t i = 0; i < yo.size(); i++) diff += yo[i] != yn[i];
+      const char *want = variant ? "skinny-m1" : "skinny-xs";
+      CHECK(strstr(plan_n, want) != NULL, "%s m=%d: %s did not run (%s)", label, m, want, plan_n);
+      CHECK(diff == 0, "%s m=%d: %zu outputs differ from QQ_WQ_M1=old (%s vs %s)", label, m, diff, plan_n, plan_o);
+      printf("%-22s %4s %6d %6d %4d %5d m=%d | %s vs old: %zu differing outputs | %s\n", label,
+             ctx.act == QQ_ACT_BF16 ? "bf16" : "fp16", n, k, bits, gs, m, variant ? "m1" : "xs", diff, plan_n);
+      qq_cuda_wq_free(q.w);
+    }
   }
   qweight_free(o);
 }
@@ -607,7 +616,10 @@ static int run_tests(void) {
 /* ---- benchmark ---- */
 static int iters = 100;
 static int skinny_max_m = 64, min_chunks = -1, block_overhead = -1; /* --skinny-max-m, --min-chunks, --overhead */
-static bool m1_ab = false; /* --m1-ab: also m = 8, and m ≤ 16 through QQ_WQ_M1=old weights (kinds w4a16-old, w8a16-old) */
+/* --m1-ab: also m = 8 and 32, the same weights through QQ_WQ_M1=old (kinds w4a16-old, w8a16-old: wq_gemm_kernel
+ * up to 64 rows), at m ≤ 16 through QQ_WQ_XS=off (w4a16-m1, w8a16-m1: wq_m1_kernel), and W4 through
+ * dequantize + cuBLASLt (w4a16-dense) */
+static bool m1_ab = false;
 static qq_bench_timer timer; /* gpu_timing.cuh: GPU time of each launch, L2-warm or flushed */
 template <typename F> static double time_us(F fn, bool cold) { return qq_bench_time_us(&timer, fn, cold); }
 
@@ -632,7 +644,7 @@ static int run_bench(void) {
   printf("\n%-8s %4s %-13s %-6s | %9s %9s | %8s %6s | %9s %9s | %6s %6s\n", "shape", "m", "kind", "path", "us warm",
          "us cold", "GB/s", "%copy", "bf16 warm", "bf16 cold", "x warm", "x cold");
   for (auto &s : shapes) {
-    qweight q4, q8, q4o, q8o;
+    qweight q4, q8, q4o, q8o, q4m, q8m;
     qweight_make(q4, "w4a16", s.n, s.k, 4, 128, false, false);
     qweight_make(q8, "w8a16", s.n, s.k, 8, s.k, true, false);
     qq_cuda_wq_set_tuning(q4.w, skinny_max_m, min_chunks, block_overhead);
@@ -644,6 +656,12 @@ static int run_bench(void) {
       unsetenv("QQ_WQ_M1");
       qq_cuda_wq_set_tuning(q4o.w, skinny_max_m, min_chunks, block_overhead);
       qq_cuda_wq_set_tuning(q8o.w, skinny_max_m, min_chunks, block_overhead);
+      setenv("QQ_WQ_XS", "off", 1);
+      qweight_make(q4m, "w4a16-m1", s.n, s.k, 4, 128, false, false);
+      qweight_make(q8m, "w8a16-m1", s.n, s.k, 8, s.k, true, false);
+      unsetenv("QQ_WQ_XS");
+      qq_cuda_wq_set_tuning(q4m.w, skinny_max_m, min_chunks, block_overhead);
+      qq_cuda_wq_set_tuning(q8m.w, skinny_max_m, min_chunks, block_overhead);
     }
     void *wd = NULL;
     if (have_dense) {
@@ -652,8 +670,8 @@ static int run_bench(void) {
       CU(cudaMalloc(&wd, h.size() * 2));
       CU(cudaMemcpy(wd, h.data(), h.size() * 2, cudaMemcpyHostToDevice));
     }
-    for (int m : {1, 8, 16, 64, 256}) {
-      if (m == 8 && !m1_ab) continue;
+    for (int m : {1, 8, 16, 32, 64, 256}) {
+      if ((m == 8 || m == 32) && !m1_ab) continue;
       void *x, *y;
       CU(cudaMalloc(&x, (size_t)m * s.k * 2));
       CU(cudaMalloc(&y, (size_t)m * s.n * 2));
@@ -664,15 +682,22 @@ static int run_bench(void) {
       if (have_dense)
         for (int cold = 0; cold < 2; cold++)
           bf[cold] = time_us([&] { OK(qq_cuda_gemm_dense(&ctx, wd, NULL, m, s.n, s.k, x, y, &err)); }, cold);
-      struct run { qweight *q; const char *kind; bool force_skinny; };
-      std::vector<run> runs = {{&q4, "w4a16", false}, {&q8, "w8a16", false}, {&q4, "w4a16-skinny", true}};
-      if (m1_ab && m <= 16) {
-        runs.push_back({&q4o, "w4a16-old", false});
-        runs.push_back({&q8o, "w8a16-old", false});
+      /* force: 1 the skinny path past 64 rows, 2 dequantize + cuBLASLt */
+      struct run { qweight *q; const char *kind; int force; };
+      std::vector<run> runs = {{&q4, "w4a16", 0}, {&q8, "w8a16", 0}, {&q4, "w4a16-skinny", 1}};
+      if (m1_ab && m <= 64) {
+        runs.push_back({&q4o, "w4a16-old", 0});
+        runs.push_back({&q8o, "w8a16-old", 0});
+        if (m <= 16) {
+          runs.push_back({&q4m, "w4a16-m1", 0});
+          runs.push_back({&q8m, "w8a16-m1", 0});
+        }
+        if (have_dense) runs.push_back({&q4, "w4a16-dense", 2});
       }
       for (auto &r : runs) {
-        if (r.force_skinny && m <= 64) continue;
-        if (r.force_skinny || !have_dense) qq_cuda_wq_set_tuning(r.q->w, 1 << 30, -1, -1);
+        if (r.force == 1 && m <= 64) continue;
+        if (r.force == 1 || !have_dense) qq_cuda_wq_set_tuning(r.q->w, 1 << 30, -1, -1);
+        if (r.force == 2) qq_cuda_wq_set_tuning(r.q->w, 0, -1, -1);
         ws_prepare(qq_cuda_wq_ws_bytes(r.q->w, m), false);
         double t[2];
         for (int cold = 0; cold < 2; cold++)
@@ -701,6 +726,8 @@ static int run_bench(void) {
     if (m1_ab) {
       qweight_free(q4o);
       qweight_free(q8o);
+      qweight_free(q4m);
+      qweight_free(q8m);
     }
   }
   qq_bench_timer_free(&timer);

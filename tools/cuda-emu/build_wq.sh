@@ -3,7 +3,8 @@
 #   bash tools/cuda-emu/build_wq.sh [--inject N] && /tmp/cuda-emu/harness_wq [seed] [case]
 # --inject N builds a deliberately broken kernel (transform_wq.py: 1 GCH-2 change parity, 2 cp.async wait,
 # 3 split-K range, 4 GCH-0 group counter, 5 dummy first group, 6 NT-2 x row of the second token tile,
-# 7 NT-2 split-K slot of the second token tile, 8 tokens past m stored) into /tmp/cuda-emu/harness_wq_bugN,
+# 7 NT-2 split-K slot of the second token tile, 8 tokens past m stored, 9 xs: no barrier per stage,
+# 10 xs: x columns past kx copied) into /tmp/cuda-emu/harness_wq_bugN,
 # to check that the harness reports it.
 set -euo pipefail
 D=$(cd "$(dirname "$0")" && pwd)

@@ -26,7 +26,7 @@
 #include <string>
 
 /* ---- emulated device primitives and runtime ---- */
-enum { EMU_DYN = 65536, EMU_SLAST_OFF = EMU_DYN - 16 };
+enum { EMU_DYN = 65536 };
 #define __cvta_generic_to_shared(p) smem_u32(p)
 #define __threadfence() ((void)0)
 #define atomicAdd emu_atomicAdd
@@ -45,6 +45,7 @@ template <class T> inline T __ldcg(const T *p) { return __ldg(p); }
 template <class T> inline T __ldcs(const T *p) { return __ldg(p); }
 template <typename T> inline void wq_mma(float (&d)[4], const uint32_t (&a)[4], uint2 b) { Mma16<T>::mma(d, a, b.x, b.y); }
 inline void wq_cp_async16(uint32_t smem, const void *gmem) { cp_async16(smem, gmem, true); }
+inline void wq_cp_async16z(uint32_t smem, const void *gmem, bool valid) { cp_async16(smem, gmem, valid); }
 inline void wq_cp_commit() { cp_async_commit(); }
 template <int N> inline void wq_cp_wait() { cp_async_wait<N>(); }
 inline uint2 wq_ldx(const uint2 *p, bool ok) { return ok ? __ldg(p) : make_uint2(0, 0); }
@@ -79,7 +80,7 @@ static cudaError_t emu_cudaOccupancy(int *b, const void *, int, size_t) {
   *b = g_occ;
   return cudaSuccess;
 }
-static cudaError_t emu_cudaLaunchKernel(const void *f, dim3 g, dim3 b, void **args, size_t, cudaStream_t);
+static cudaError_t emu_cudaLaunchKernel(const void *f, dim3 g, dim3 b, void **args, size_t shm, cudaStream_t);
 #define cudaMalloc emu_cudaMalloc
 #define cudaFree emu_cudaFree
 #define cudaMemcpyAsync emu_cudaMemcpyAsync
@@ -87,6 +88,7 @@ static cudaError_t emu_cudaLaunchKernel(const void *f, dim3 g, dim3 b, void **ar
 #define cudaStreamSynchronize emu_cudaStreamSynchronize
 #define cudaOccupancyMaxActiveBlocksPerMultiprocessor emu_cudaOccupancy
 #define cudaLaunchKernel emu_cudaLaunchKernel
+#define cudaFuncSetAttribute emu_cudaFuncSetAttribute
 #define cudaPeekAtLastError() cudaSuccess
 
 #include "wq_t.cc"
@@ -117,19 +119,35 @@ template <typename T, int SB, int NT, int R, int GCH> static bool try_m1g(const 
   g_last_kernel = names[NT - 1][GCH];
   return true;
 }
+/* wq_xs_kernel: exactly its dynamic shared memory (+16 bytes for s_last): an access past it aborts */
+template <typename T, int SB, int NT, int R, int GCH> static bool try_xsg(const void *f, dim3 g, dim3 b, void **args, size_t shm) {
+  if (f != (const void *)wq_xs_kernel<T, SB, NT, R, GCH>) return false;
+  const wq_m1_args a = *(const wq_m1_args *)args[0];
+  emu_launch([&] { wq_xs_kernel<T, SB, NT, R, GCH>(a); }, g, b, shm + 16);
+  static const char *names[4][3] = {{"xs1g0", "xs1g1", "xs1g2"}, {"xs2g0", "xs2g1", "xs2g2"}, {"xs4g0", "xs4g1", "xs4g2"},
+                                    {"xs8g0", "xs8g1", "xs8g2"}};
+  g_last_kernel = names[NT == 8 ? 3 : NT == 4 ? 2 : NT - 1][GCH];
+  return true;
+}
+template <typename T, int SB, int NT, int R> static bool try_xs(const void *f, dim3 g, dim3 b, void **a, size_t shm) {
+  return try_xsg<T, SB, NT, R, 0>(f, g, b, a, shm) || try_xsg<T, SB, NT, R, 1>(f, g, b, a, shm) ||
+         try_xsg<T, SB, NT, R, 2>(f, g, b, a, shm);
+}
 template <typename T, int SB, int R> static bool try_m1(const void *f, dim3 g, dim3 b, void **args) {
   return try_m1g<T, SB, 1, R, 0>(f, g, b, args) || try_m1g<T, SB, 1, R, 1>(f, g, b, args) ||
          try_m1g<T, SB, 1, R, 2>(f, g, b, args) || try_m1g<T, SB, 2, R, 0>(f, g, b, args) ||
          try_m1g<T, SB, 2, R, 1>(f, g, b, args) || try_m1g<T, SB, 2, R, 2>(f, g, b, args);
 }
-template <typename T, int SB> static bool try_all(const void *f, dim3 g, dim3 b, void **a) {
-  return try_gemm<T, SB, 1, 1>(f, g, b, a) || try_gemm<T, SB, 2, 1>(f, g, b, a) || try_gemm<T, SB, 4, 1>(f, g, b, a) ||
+template <typename T, int SB> static bool try_all(const void *f, dim3 g, dim3 b, void **a, size_t shm) {
+  return try_xs<T, SB, 1, 1>(f, g, b, a, shm) || try_xs<T, SB, 1, 2>(f, g, b, a, shm) ||
+         try_xs<T, SB, 2, 1>(f, g, b, a, shm) || try_xs<T, SB, 2, 2>(f, g, b, a, shm) ||
+         try_xs<T, SB, 4, 2>(f, g, b, a, shm) || try_xs<T, SB, 8, 2>(f, g, b, a, shm) || try_gemm<T, SB, 1, 1>(f, g, b, a) || try_gemm<T, SB, 2, 1>(f, g, b, a) || try_gemm<T, SB, 4, 1>(f, g, b, a) ||
          try_gemm<T, SB, 8, 1>(f, g, b, a) || try_gemm<T, SB, 1, 2>(f, g, b, a) || try_gemm<T, SB, 2, 2>(f, g, b, a) ||
          try_m1<T, SB, 1>(f, g, b, a) || try_m1<T, SB, 2>(f, g, b, a);
 }
-static cudaError_t emu_cudaLaunchKernel(const void *f, dim3 g, dim3 b, void **args, size_t, cudaStream_t) {
-  if (try_all<__nv_bfloat16, 4>(f, g, b, args) || try_all<__nv_bfloat16, 8>(f, g, b, args) ||
-      try_all<__half, 4>(f, g, b, args) || try_all<__half, 8>(f, g, b, args))
+static cudaError_t emu_cudaLaunchKernel(const void *f, dim3 g, dim3 b, void **args, size_t shm, cudaStream_t) {
+  if (try_all<__nv_bfloat16, 4>(f, g, b, args, shm) || try_all<__nv_bfloat16, 8>(f, g, b, args, shm) ||
+      try_all<__half, 4>(f, g, b, args, shm) || try_all<__half, 8>(f, g, b, args, shm))
     return cudaSuccess;
   emu::die("cudaLaunchKernel of an unknown kernel");
 }
@@ -148,9 +166,9 @@ static float dec(qq_act_dtype a, uint16_t h) { return a == QQ_ACT_BF16 ? qq_bf16
 
 struct Result {
   double err_new, err_old; /* max |y − ref| / Σ|x·w| */
-  long diff;               /* outputs that differ bitwise between the default path and QQ_WQ_M1=old */
+  long diff;               /* outputs that differ bitwise from QQ_WQ_M1=old: the default path's, and at m ≤ 16 QQ_WQ_XS=off's */
   std::string plan, plan_old;
-  const char *kern, *kern_old;
+  const char *kern, *kern_old, *kern_m1;
   bool nan;
   long guard; /* y elements written past row m − 1 (16 guard rows after y) */
 };
@@ -161,7 +179,7 @@ static Result run_case(const Case &cs, std::mt19937_64 &R) {
   res.diff = 0;
   res.nan = false;
   res.guard = 0;
-  res.kern = res.kern_old = "";
+  res.kern = res.kern_old = res.kern_m1 = "";
   const int n = cs.n, k = cs.k, m = cs.m;
   const int gs = cs.gs >= k ? k : cs.gs, G = (k + gs - 1) / gs;
   std::uniform_int_distribution<int> code(0, (1 << cs.bits) - 1);
@@ -223,24 +241,34 @@ static Result run_case(const Case &cs, std::mt19937_64 &R) {
   /* m 9..16: the old kernel (MT 2) takes its split-K from the wave model, the m1 kernel (NT 2) from the
    * m1 rule; give the old one the m1 kernel's factor so the two are compared bit for bit */
   for (int r = 0; r < 2; r++) W->skb1[wq_vi(2, r + 1)] = W->skb_m1[r];
+  /* m 17..64: wq_xs_kernel runs R = 2 with the m1 rule's factor, the old kernel R = 1 (MT 4, 8) */
+  W->skb1[wq_vi(4, 1)] = W->skb1[wq_vi(8, 1)] = W->skb_m1[1];
+  W->skinny_max_m = 64; /* m 33..64 of weights wq_xs_kernel does not take: wq_gemm_kernel (no dense path here) */
   const size_t ws = qq_cuda_wq_ws_bytes(W, m);
   void *wsp = NULL;
   emu_cudaMalloc(&wsp, ws ? ws : 16);
   c.ws = wsp;
   c.ws_bytes = ws;
   /* y with 16 guard rows after row m − 1: tokens ≥ m must never be stored */
-  std::vector<uint16_t> y_new((size_t)(m + 16) * n, 0x7fc1), y_old((size_t)(m + 16) * n, 0x7fc1);
+  std::vector<uint16_t> y_new((size_t)(m + 16) * n, 0x7fc1), y_old((size_t)(m + 16) * n, 0x7fc1),
+      y_m1((size_t)(m + 16) * n, 0x7fc1);
   char buf[160];
-  for (int pass = 0; pass < 2; pass++) { /* 0: default (m1 where it applies), 1: QQ_WQ_M1=old */
+  const int32_t xs_min = W->xs_min_nt;
+  /* 0: default (wq_xs_kernel where it applies), 1: QQ_WQ_M1=old (wq_gemm_kernel), 2: QQ_WQ_XS=off at
+   * m ≤ 16 (wq_m1_kernel) */
+  for (int pass = 0; pass < (m <= 16 ? 3 : 2); pass++) {
     W->m1_off = pass == 1;
+    W->xs_min_nt = pass == 2 ? 99 : xs_min;
     qq_cuda_wq_describe(W, m, buf, sizeof buf);
-    (pass ? res.plan_old : res.plan) = buf;
+    if (pass < 2) (pass ? res.plan_old : res.plan) = buf;
     g_last_kernel = "";
-    if (qq_cuda_wq_matmul(&c, W, x, m, cs.bias ? bias.data() : NULL, pass ? y_old.data() : y_new.data(), &err) != QQ_OK) {
+    std::vector<uint16_t> &yp = pass == 0 ? y_new : pass == 1 ? y_old : y_m1;
+    if (qq_cuda_wq_matmul(&c, W, x, m, cs.bias ? bias.data() : NULL, yp.data(), &err) != QQ_OK) {
       fprintf(stderr, "matmul: %s\n", err.msg);
       exit(1);
     }
-    (pass ? res.kern_old : res.kern) = g_last_kernel;
+    if (pass == 2) res.kern_m1 = g_last_kernel;
+    else (pass ? res.kern_old : res.kern) = g_last_kernel;
     for (int i = 0; i < QQ_CUDA_COUNTERS; i++)
       if (c.counters[i]) emu::die("split-K counter not rearmed");
   }
@@ -261,9 +289,10 @@ static Result run_case(const Case &cs, std::mt19937_64 &R) {
       if (!(en <= 1e30) || !(eo <= 1e30)) res.nan = true;
       res.err_new = std::max(res.err_new, en);
       res.err_old = std::max(res.err_old, eo);
-      res.diff += y_new[o] != y_old[o];
+      res.diff += (y_new[o] != y_old[o]) + (m <= 16 && y_m1[o] != y_old[o]);
     }
-  for (size_t o = (size_t)m * n; o < y_new.size(); o++) res.guard += (y_new[o] != 0x7fc1) + (y_old[o] != 0x7fc1);
+  for (size_t o = (size_t)m * n; o < y_new.size(); o++)
+    res.guard += (y_new[o] != 0x7fc1) + (y_old[o] != 0x7fc1) + (y_m1[o] != 0x7fc1);
   qq_cuda_wq_free(W);
   emu_cudaFree(wsp);
   free(x);
@@ -319,6 +348,15 @@ int main(int argc, char **argv) {
       c.m += 8;
       cs.push_back(c);
     }
+  /* m 17..64 (wq_xs_kernel at NT 4 and 8, R 2; the old kernel at MT 4, 8): the m ≤ 8 cases again with
+   * m + 24 and m + 56 tokens (1 → 25, 57; 8 → 32, 64) */
+  for (size_t i = 0, n0 = cs.size(); i < n0; i++)
+    if (cs[i].m <= 8)
+      for (int add : {24, 56}) {
+        Case c = cs[i];
+        c.m += add;
+        cs.push_back(c);
+      }
   int fails = 0, ran = 0;
   double worst_new = 0, worst_old = 0;
   long total_diff = 0;
@@ -333,10 +371,10 @@ int main(int argc, char **argv) {
     worst_new = std::max(worst_new, r.err_new);
     worst_old = std::max(worst_old, r.err_old);
     total_diff += r.diff;
-    printf("case %2zu %s n %5d k %4d bits %d g %-5s %s%s m %2d | %-6s %-48s | err %.2e (old %-6s %.2e) diff %ld%s %s\n", i,
+    printf("case %2zu %s n %5d k %4d bits %d g %-5s %s%s m %2d | %-6s %-48s | err %.2e (old %-6s %.2e; %-6s) diff %ld%s %s\n", i,
            c.act == BF ? "bf16" : "fp16", c.n, c.k, c.bits, c.gs >= c.k ? "chan" : std::to_string(c.gs).c_str(),
            c.sym ? "sym " : "zero", c.act_order ? " ao" : "   ", c.m, r.kern, r.plan.c_str(), r.err_new, r.kern_old,
-           r.err_old, r.diff, r.guard ? " (rows >= m written)" : "", ok ? "ok" : "FAIL");
+           r.err_old, r.kern_m1, r.diff, r.guard ? " (rows >= m written)" : "", ok ? "ok" : "FAIL");
     fflush(stdout);
   }
   printf("%d/%d ok; max err/Σ|xw|: default %.3e, QQ_WQ_M1=old %.3e; outputs differing bitwise: %ld\n", ran - fails, ran,

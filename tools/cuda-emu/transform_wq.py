@@ -23,8 +23,11 @@ src = '\n'.join(lines)
 src, n = re.subn(r'__shared__ __align__\(16\) uint4 ring\[([^\]]+)\]\[([^;]+)\];',
                  r'uint4 (&ring)[\1][\2] = *reinterpret_cast<uint4 (*)[\1][\2]>(emu_dyn_smem());', src)
 assert n == 2, n
-src, n = re.subn(r'__shared__ int s_last;', r'int &s_last = *reinterpret_cast<int *>((char *)emu_dyn_smem() + EMU_SLAST_OFF);', src)
+src, n = re.subn(r'__shared__ int s_last;', r'int &s_last = *reinterpret_cast<int *>((char *)emu_dyn_smem() + emu::smem_size - 16);', src)
 assert n == 2, n
+# dynamic shared memory of wq_xs_kernel (its launch passes the real size + 16 for s_last)
+src, n = re.subn(r'extern __shared__ __align__\(16\) uint4 wq_dsm\[\];', r'uint4 *wq_dsm = (uint4 *)emu_dyn_smem();', src)
+assert n == 1, n
 # 4. <<<>>> launches (repack, stage_x)
 out = []; i = 0
 while True:
@@ -56,17 +59,21 @@ elif inject == 4: # m1 kernel, GCH 0: group counter restarts one chunk late
 elif inject == 5: # m1 kernel, GCH 1/2: no dummy group when c0 starts a group (the change at c0 skips a group)
     a = 'const bool dummy = GCH != 0 && c0 == v0 * gch;'; assert src.count(a) == 1; src = src.replace(a, 'const bool dummy = false;')
 elif inject == 2: # m1 kernel: waits one cp.async group too few -> reads a stage before it lands
-    a = 'wq_cp_wait<S - 2>();\n        issue((sl + S - 1) % S);\n        const uint4 *rp'
-    assert src.count(a) == 1; src = src.replace(a, 'wq_cp_wait<S - 1>();\n        issue((sl + S - 1) % S);\n        const uint4 *rp')
+    a = 'wq_cp_wait<S - 2>();\n        /* XS'
+    assert src.count(a) == 1; src = src.replace(a, 'wq_cp_wait<S - 1>();\n        /* XS')
 elif inject == 3: # m1 kernel: split-K k-range off by one chunk
     a = 'c1 = (int)((uint32_t)((kb + 1) * p.kc) / (uint32_t)p.skb);'; assert src.count(a) == 1
     src = src.replace(a, 'c1 = (int)((uint32_t)((kb + 1) * p.kc) / (uint32_t)p.skb) - (kb == 0);')
 elif inject == 6: # m1 kernel, NT 2: the second token tile reads x one token too far (token 9 + gid)
     a = 'const int tok = 8 * t + gid;'; assert src.count(a) == 1; src = src.replace(a, 'const int tok = 8 * t + gid + t;')
 elif inject == 7: # m1 kernel, NT 2: split-K slot of the second token tile written over the first one's
-    a = 'if (tl < p.m) slot[tl * 16 + wq_cfrag_row(lane, i)] = acc[r][t][i];'; assert src.count(a) == 1
-    src = src.replace(a, 'if (tl < p.m) slot[(tl & 7) * 16 + wq_cfrag_row(lane, i)] = acc[r][t][i];')
+    a = 'if (tl < p.m) slot[tl * 16 + wq_cfrag_row(lane, i)] = b.acc[r][t][i];'; assert src.count(a) == 1
+    src = src.replace(a, 'if (tl < p.m) slot[(tl & 7) * 16 + wq_cfrag_row(lane, i)] = b.acc[r][t][i];')
 elif inject == 8: # m1 kernel: tokens past m stored (rows m .. 15 of y written)
     a = 'if (tok < p.m && row < p.n) y[(size_t)tok * p.n + row] = qq::from_f<T>(val[t][i]'; assert src.count(a) == 1
     src = src.replace(a, 'if (row < p.n) y[(size_t)tok * p.n + row] = qq::from_f<T>(val[t][i]')
+elif inject == 9: # xs kernel: no barrier per stage (warps read x pieces other threads have not copied yet)
+    a = 'if (XS) __syncthreads();'; assert src.count(a) == 1; src = src.replace(a, '')
+elif inject == 10: # xs kernel: x pieces past kx copied instead of zero-filled
+    a = 'const bool ok = c_issue * KCH + 8 * pc < p.kx;'; assert src.count(a) == 1; src = src.replace(a, 'const bool ok = true;')
 open(sys.argv[2], 'w').write(src)
