@@ -15,6 +15,21 @@ const char *qq_act_dtype_name(qq_act_dtype a) {
   return "?";
 }
 
+const char *qq_rope_freq_name(qq_rope_freq f) {
+  switch (f) {
+    case QQ_ROPE_FREQ_EXACT: return "exact";
+    case QQ_ROPE_FREQ_BF16: return "bf16";
+  }
+  return "?";
+}
+
+bool qq_rope_freq_parse(const char *s, qq_rope_freq *out) {
+  if (s && !strcmp(s, "exact")) *out = QQ_ROPE_FREQ_EXACT;
+  else if (s && !strcmp(s, "bf16")) *out = QQ_ROPE_FREQ_BF16;
+  else return false;
+  return true;
+}
+
 bool qq_act_dtype_parse(const char *s, qq_act_dtype *out) {
   static const struct { const char *name; qq_act_dtype a; } names[] = {
       {"auto", QQ_ACT_AUTO}, {"fp32", QQ_ACT_F32}, {"f32", QQ_ACT_F32}, {"bf16", QQ_ACT_BF16},
@@ -223,9 +238,11 @@ qq_status qq_op_silu_mul(qq_backend *be, const void *gate, const void *up, size_
   return be->vt->silu_mul(be, gate, up, n, out, err);
 }
 qq_status qq_op_rope(qq_backend *be, void *x, const int32_t *pos, int32_t t, int32_t heads, int32_t hd, float theta,
-                     qq_error *err) {
+                     qq_rope_freq freq, qq_error *err) {
   if (hd % 2) return qq_error_set(err, QQ_ERR_INVALID_ARG, "rope: odd head_dim %d", hd);
-  return be->vt->rope(be, x, pos, t, heads, hd, theta, err);
+  if (freq != QQ_ROPE_FREQ_EXACT && freq != QQ_ROPE_FREQ_BF16)
+    return qq_error_set(err, QQ_ERR_INVALID_ARG, "rope: unknown frequency mode %d", (int)freq);
+  return be->vt->rope(be, x, pos, t, heads, hd, theta, freq, err);
 }
 qq_status qq_op_gather_rows(qq_backend *be, const void *x, const int32_t *rows, int32_t n_rows, int32_t width,
                             void *out, qq_error *err) {

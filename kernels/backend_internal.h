@@ -40,7 +40,7 @@ typedef struct qq_backend_vtable {
   qq_status (*add)(qq_backend *be, void *acc, const void *x, size_t n, qq_error *err);
   qq_status (*silu_mul)(qq_backend *be, const void *gate, const void *up, size_t n, void *out, qq_error *err);
   qq_status (*rope)(qq_backend *be, void *x, const int32_t *pos, int32_t t, int32_t heads, int32_t hd,
-                    float theta, qq_error *err);
+                    float theta, qq_rope_freq freq, qq_error *err);
   qq_status (*gather_rows)(qq_backend *be, const void *x, const int32_t *rows, int32_t n_rows, int32_t width,
                            void *out, qq_error *err);
   qq_status (*attention)(qq_backend *be, const qq_attn_params *p, const qq_attn_seq *seqs, int32_t n_seqs,

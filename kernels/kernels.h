@@ -35,6 +35,24 @@ const char *qq_act_dtype_name(qq_act_dtype a);
 /* Parses "fp32"/"f32", "bf16", "fp16"/"f16", "auto"; returns false for anything else. */
 bool qq_act_dtype_parse(const char *s, qq_act_dtype *out);
 
+/* How qq_op_rope computes its frequencies inv_freq_j, j = 0 .. head_dim/2 - 1. Append only.
+ * - EXACT (the default): theta^(-2j/head_dim) evaluated in double, rounded once; angles and cos/sin in
+ *   double. Within fp32 rounding of an fp64 evaluation of the model.
+ * - BF16: inv_freq computed in fp32 as Hugging Face does, 1.0f / powf((float)theta, (float)(2j) /
+ *   (float)head_dim), then rounded to bf16 (round to nearest even); angles and cos/sin as in EXACT.
+ *   This is what transformers computes after a model's buffers went through bf16 (model.to(
+ *   torch.bfloat16) rounds the non-persistent inv_freq buffer; a later .float() does not restore it).
+ *   The fixtures' goldens were made that way (docs/correctness.md). The frequencies differ from EXACT
+ *   by up to 0.4 % (relative), so the angles drift apart with position. */
+typedef enum qq_rope_freq {
+  QQ_ROPE_FREQ_EXACT = 0,
+  QQ_ROPE_FREQ_BF16 = 1,
+} qq_rope_freq;
+/* "exact", "bf16" */
+const char *qq_rope_freq_name(qq_rope_freq f);
+/* Parses "exact" or "bf16"; returns false for anything else. */
+bool qq_rope_freq_parse(const char *s, qq_rope_freq *out);
+
 typedef struct qq_backend_options {
   qq_device_kind kind;
   int32_t n_threads;  /* CPU threads; 0 = qq_cpu_default_threads() */
@@ -170,9 +188,10 @@ qq_status qq_op_add(qq_backend *be, void *acc, const void *x, size_t n, qq_error
 /* out[i] = silu(gate[i]) * up[i] for n elements (out may alias gate) */
 qq_status qq_op_silu_mul(qq_backend *be, const void *gate, const void *up, size_t n, void *out, qq_error *err);
 /* Rotary embedding (the "rotate half" form of HF Llama/Qwen) in place on x [t][heads][head_dim]:
- * pairs (j, j + head_dim/2) rotated by pos * theta^(-2j/head_dim). */
+ * pairs (j, j + head_dim/2) rotated by pos * inv_freq_j, inv_freq_j = theta^(-2j/head_dim) computed as
+ * `freq` says (qq_rope_freq; QQ_ERR_INVALID_ARG for a value outside the enum). */
 qq_status qq_op_rope(qq_backend *be, void *x, const int32_t *pos_host, int32_t t, int32_t heads,
-                     int32_t head_dim, float theta, qq_error *err);
+                     int32_t head_dim, float theta, qq_rope_freq freq, qq_error *err);
 /* Copies rows: out[i][:] = x[rows_host[i]][:] (width elements each). */
 qq_status qq_op_gather_rows(qq_backend *be, const void *x, const int32_t *rows_host, int32_t n_rows,
                             int32_t width, void *out, qq_error *err);

@@ -23,7 +23,8 @@ void qq_linear_tensor_name(int32_t layer, qq_linear_id id, char *buf, size_t cap
 }
 
 qq_model_options qq_model_options_default(void) {
-  qq_model_options o = {.device = QQ_DEVICE_AUTO, .n_threads = 0, .load_tokenizer = true};
+  qq_model_options o = {.device = QQ_DEVICE_AUTO, .n_threads = 0, .load_tokenizer = true,
+                        .rope_freq = QQ_ROPE_FREQ_EXACT};
   return o;
 }
 
@@ -180,8 +181,11 @@ static qq_status load_weights(qq_model *m, qq_error *err) {
 qq_status qq_model_load(const char *dir, const qq_model_options *opt, qq_model **out, qq_error *err) {
   *out = NULL;
   qq_model_options o = opt ? *opt : qq_model_options_default();
+  if (o.rope_freq != QQ_ROPE_FREQ_EXACT && o.rope_freq != QQ_ROPE_FREQ_BF16)
+    return qq_error_set(err, QQ_ERR_INVALID_ARG, "model options: unknown rope_freq %d", (int)o.rope_freq);
   qq_model *m = calloc(1, sizeof *m);
   if (!m) return qq_error_set(err, QQ_ERR_NOMEM, "out of memory");
+  m->rope_freq = o.rope_freq;
   qq_status st = qq_config_load(dir, &m->cfg, err);
   if (st != QQ_OK) goto fail;
   st = qq_weights_open(dir, &m->weights, err);
@@ -323,8 +327,8 @@ static qq_status part_attn(qq_model *m, int32_t l, int32_t n, const int32_t *pos
     TRY(qq_op_rmsnorm(be, s->q, L->q_norm, n * c->num_heads, c->head_dim, eps, s->q, err));
     TRY(qq_op_rmsnorm(be, s->k, L->k_norm, n * c->num_kv_heads, c->head_dim, eps, s->k, err));
   }
-  TRY(qq_op_rope(be, s->q, pos, n, c->num_heads, c->head_dim, (float)c->rope_theta, err));
-  TRY(qq_op_rope(be, s->k, pos, n, c->num_kv_heads, c->head_dim, (float)c->rope_theta, err));
+  TRY(qq_op_rope(be, s->q, pos, n, c->num_heads, c->head_dim, (float)c->rope_theta, m->rope_freq, err));
+  TRY(qq_op_rope(be, s->k, pos, n, c->num_kv_heads, c->head_dim, (float)c->rope_theta, m->rope_freq, err));
   qq_attn_params ap = {.n_heads = c->num_heads, .n_kv_heads = c->num_kv_heads, .head_dim = c->head_dim,
                        .block_tokens = block_tokens, .scale = (float)(1.0 / sqrt((double)c->head_dim))};
   return qq_op_attention(be, &ap, seqs, n_seqs, s->q, s->k, s->v, k_cache, v_cache, s->attn, err);

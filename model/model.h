@@ -318,6 +318,11 @@ typedef struct qq_model_options {
   int32_t n_threads;      /* CPU threads; 0 = qq_cpu_default_threads() */
   qq_act_dtype act;       /* activation dtype (QQ_ACT_AUTO: fp32 on the CPU, bf16 on CUDA) */
   bool load_tokenizer;    /* default true: tokenizer.json is required when set */
+  /* RoPE frequencies (kernels.h qq_rope_freq). QQ_ROPE_FREQ_EXACT (default): theta^(-2j/head_dim)
+   * computed exactly. QQ_ROPE_FREQ_BF16: inv_freq computed in fp32 as Hugging Face does, then rounded
+   * to bf16 (RNE) — what transformers computes after a model's buffers went through bf16
+   * (model.to(torch.bfloat16)); the fixtures' goldens were made that way (docs/correctness.md). */
+  qq_rope_freq rope_freq;
 } qq_model_options;
 qq_model_options qq_model_options_default(void);
 

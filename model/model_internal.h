@@ -34,6 +34,7 @@ struct qq_model {
   qq_layer *layers;
   int32_t out_dim;
   int32_t q_dim, kv_dim; /* heads * head_dim, kv_heads * head_dim */
+  qq_rope_freq rope_freq; /* qq_model_options.rope_freq */
   qq_scratch sc;
   int64_t scratch_gen;   /* increments when the scratch buffers are reallocated (graph keys) */
 };

@@ -10,7 +10,7 @@
 
 extern char **environ;
 
-typedef enum opt_kind { OPT_STR, OPT_INT, OPT_DEVICE, OPT_LOGFMT, OPT_DTYPE } opt_kind;
+typedef enum opt_kind { OPT_STR, OPT_INT, OPT_DEVICE, OPT_LOGFMT, OPT_DTYPE, OPT_ROPE_FREQ } opt_kind;
 
 typedef struct opt_def {
   const char *flag; /* without the leading "--" */
@@ -32,6 +32,8 @@ static const opt_def OPTS[] = {
     {"device", OPT_DEVICE, offsetof(qq_service_config, device), 0, 0, 0, "auto|cpu|cuda (default auto)"},
     {"dtype", OPT_DTYPE, offsetof(qq_service_config, dtype), 0, 0, 0,
      "activations on the GPU: auto|bf16|fp16|fp32 (default auto: bf16 on CUDA, fp32 on the CPU)"},
+    {"rope-freq", OPT_ROPE_FREQ, offsetof(qq_service_config, rope_freq), 0, 0, 0,
+     "RoPE frequencies: exact|bf16 (default exact; bf16: HF's fp32 inv_freq rounded to bf16)"},
     INT_OPT("threads", threads, 0, 1024, "CPU backend threads (default: the CPUs available)"),
     INT_OPT("drain-seconds", drain_seconds, 0, 86400, "grace period for in-flight requests on SIGTERM (default 30)"),
     INT_OPT("max-queue", max_queue, 1, 1000000, "requests waiting for the engine before RESOURCE_EXHAUSTED (default 256)"),
@@ -104,6 +106,10 @@ static qq_status set_opt(qq_service_config *cfg, const opt_def *o, const char *v
     case OPT_DTYPE:
       if (!qq_act_dtype_parse(val, (qq_act_dtype *)base))
         return qq_error_set(err, QQ_ERR_INVALID_ARG, "%s: '%s' is not one of auto, bf16, fp16, fp32", where, val);
+      return QQ_OK;
+    case OPT_ROPE_FREQ:
+      if (!qq_rope_freq_parse(val, (qq_rope_freq *)base))
+        return qq_error_set(err, QQ_ERR_INVALID_ARG, "%s: '%s' is not one of exact, bf16", where, val);
       return QQ_OK;
     case OPT_LOGFMT:
       if (!strcmp(val, "json")) *(bool *)base = true;

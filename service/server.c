@@ -693,6 +693,7 @@ qq_status qq_server_start(const qq_service_config *cfg, qq_server **out, qq_erro
   mo.device = cfg->device == QQ_SERVICE_DEVICE_CPU ? QQ_DEVICE_CPU
               : cfg->device == QQ_SERVICE_DEVICE_CUDA ? QQ_DEVICE_CUDA : QQ_DEVICE_AUTO;
   mo.act = cfg->dtype;
+  mo.rope_freq = cfg->rope_freq;
   mo.n_threads = cfg->threads;
   mo.load_tokenizer = true;
   if ((st = qq_model_load(cfg->model, &mo, &s->model, err))) {

@@ -29,6 +29,7 @@ typedef struct qq_service_config {
   int32_t metrics_port;      /* --metrics-port, default 9090 (0: pick; -1: no metrics endpoint) */
   qq_service_device device;  /* --device auto|cpu|cuda */
   qq_act_dtype dtype;        /* --dtype auto|bf16|fp16|fp32 (activation precision; the CPU runs fp32) */
+  qq_rope_freq rope_freq;    /* --rope-freq exact|bf16 (qq_model_options.rope_freq; default exact) */
   int32_t threads;           /* --threads: CPU threads of the backend (0: default) */
   int32_t drain_seconds;     /* --drain-seconds, default 30 */
   int32_t max_queue;         /* --max-queue: requests waiting for the engine, default 256 */

@@ -271,18 +271,26 @@ static qq_status cpu_silu_mul(qq_backend *be, const void *gv, const void *uv, si
 }
 
 static qq_status cpu_rope(qq_backend *be, void *xv, const int32_t *pos, int32_t t, int32_t heads, int32_t hd,
-                          float theta, qq_error *err) {
+                          float theta, qq_rope_freq freq, qq_error *err) {
   float *x = xv;
   const int32_t half = hd / 2;
-  float *cs = malloc((size_t)hd * sizeof(float));
-  if (!cs) return qq_error_set(err, QQ_ERR_NOMEM, "rope: out of memory");
+  double *inv_freq = malloc((size_t)half * sizeof(double) + (size_t)hd * sizeof(float));
+  if (!inv_freq) return qq_error_set(err, QQ_ERR_NOMEM, "rope: out of memory");
+  float *cs = (float *)(inv_freq + half);
   float *sn = cs + half;
+  /* inv_freq_j = theta^(-2j/hd), as HF's default rope. EXACT: in double (HF computes in fp32; the
+   * difference is below fp32 rounding of the result). BF16 (qq_rope_freq): HF's fp32 expression, then
+   * rounded to bf16 with round-to-nearest-even. */
+  for (int32_t j = 0; j < half; j++) {
+    if (freq == QQ_ROPE_FREQ_BF16)
+      inv_freq[j] = qq_bf16_to_f32(qq_f32_to_bf16(1.0f / powf(theta, (float)(2 * j) / (float)hd)));
+    else
+      inv_freq[j] = pow((double)theta, -2.0 * j / hd);
+  }
   for (int32_t i = 0; i < t; i++) {
-    /* inv_freq_j = theta^(-2j/hd), angle = pos * inv_freq_j, as HF's default rope (computed here in
-     * double, then rounded: HF computes in fp32; the difference is below fp32 rounding of the result). */
+    /* angle = pos * inv_freq_j, and its cos/sin, in double, then rounded. */
     for (int32_t j = 0; j < half; j++) {
-      double inv_freq = pow((double)theta, -2.0 * j / hd);
-      double ang = (double)pos[i] * inv_freq;
+      double ang = (double)pos[i] * inv_freq[j];
       cs[j] = (float)cos(ang);
       sn[j] = (float)sin(ang);
     }
@@ -295,7 +303,7 @@ static qq_status cpu_rope(qq_backend *be, void *xv, const int32_t *pos, int32_t 
       }
     }
   }
-  free(cs);
+  free(inv_freq);
   return QQ_OK;
 }
 

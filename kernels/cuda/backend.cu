@@ -552,7 +552,7 @@ static qq_status cuda_silu_mul(qq_backend *be, const void *gate, const void *up,
 }
 
 static qq_status cuda_rope(qq_backend *be, void *x, const int32_t *pos, int32_t t, int32_t heads, int32_t hd,
-                           float theta, qq_error *err) {
+                           float theta, qq_rope_freq freq, qq_error *err) {
   qq_cuda_ctx *c = qq_cuda_ctx_of(be);
   touch(c, x);
   /* Every layer ropes q and k with the same positions: within a step they are uploaded once. */
@@ -566,7 +566,7 @@ static qq_status cuda_rope(qq_backend *be, void *x, const int32_t *pos, int32_t 
     c->pos_key_n = t;
   }
   if (c->mode == QQ_CUDA_REPLAY) return QQ_OK;
-  return qq_cuda_rope(c, x, (const int32_t *)dev, t, heads, hd, theta, err);
+  return qq_cuda_rope(c, x, (const int32_t *)dev, t, heads, hd, theta, freq, err);
 }
 
 static qq_status cuda_gather_rows(qq_backend *be, const void *x, const int32_t *rows, int32_t n_rows, int32_t width,

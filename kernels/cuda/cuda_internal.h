@@ -160,7 +160,7 @@ qq_status qq_cuda_add(qq_cuda_ctx *c, void *acc, const void *x, size_t n, qq_err
 qq_status qq_cuda_silu_mul(qq_cuda_ctx *c, const void *gate, const void *up, size_t n, void *out, qq_error *err);
 /* pos_dev: device int32 [t]. */
 qq_status qq_cuda_rope(qq_cuda_ctx *c, void *x, const int32_t *pos_dev, int32_t t, int32_t heads, int32_t hd,
-                       float theta, qq_error *err);
+                       float theta, qq_rope_freq freq, qq_error *err);
 /* out[i][:] = x[rows_dev[i]][:] for tables/activations of dtype `dt` (width elements per row). */
 qq_status qq_cuda_gather_rows(qq_cuda_ctx *c, qq_act_dtype dt, const void *x, const int32_t *rows_dev, int32_t n_rows,
                               int32_t width, void *out, qq_error *err);

@@ -197,14 +197,28 @@ extern "C" qq_status qq_cuda_silu_mul(qq_cuda_ctx *c, const void *gate, const vo
 }
 
 /* ---- RoPE ("rotate half", HF Llama/Qwen) ----
- * Block per token; the angle pos · theta^(-2j/hd) and its cos/sin are computed in double as the CPU
- * reference does (hd/2 values per token: negligible next to the rest), then applied to every head. */
+ * Block per token; the angle pos · inv_freq_j and its cos/sin are computed in double as the CPU
+ * reference does (hd/2 values per token: negligible next to the rest), then applied to every head.
+ * inv_freq_j = theta^(-2j/hd): EXACT in double; BF16 (qq_rope_freq) HF's fp32 1 / theta^(2j/hd) rounded
+ * to bf16 (RNE). The fp32 power is taken as pow in double rounded to float: correctly rounded except in
+ * rare double-rounding cases, where the device's powf may be off by a few ulp. On the host, that
+ * expression rounded to bf16 equals glibc powf's (the CPU backend) for 10 thetas from 1e4 to 1.2e6 and
+ * every even head_dim up to 512; test_cuda_ops compares the two backends in this mode. */
 template <typename T>
-__global__ void k_rope(T *x, const int32_t *__restrict__ pos, int32_t heads, int32_t hd, double theta) {
+__global__ void k_rope(T *x, const int32_t *__restrict__ pos, int32_t heads, int32_t hd, float theta, int32_t freq) {
   extern __shared__ float cs[]; /* cos[half], sin[half] */
   const int32_t half = hd / 2, tok = blockIdx.x;
   for (int32_t j = threadIdx.x; j < half; j += blockDim.x) {
-    const double ang = (double)pos[tok] * pow(theta, -2.0 * j / hd);
+    double inv_freq;
+    if (freq == QQ_ROPE_FREQ_BF16) {
+      const float p = (float)pow((double)theta, (double)((float)(2 * j) / (float)hd));
+      uint32_t u = __float_as_uint(1.0f / p); /* positive and finite: RNE to bf16 */
+      u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+      inv_freq = (double)__uint_as_float(u);
+    } else {
+      inv_freq = pow((double)theta, -2.0 * j / hd);
+    }
+    const double ang = (double)pos[tok] * inv_freq;
     double s, co;
     sincos(ang, &s, &co);
     cs[j] = (float)co;
@@ -222,11 +236,11 @@ __global__ void k_rope(T *x, const int32_t *__restrict__ pos, int32_t heads, int
 }
 
 extern "C" qq_status qq_cuda_rope(qq_cuda_ctx *c, void *x, const int32_t *pos_dev, int32_t t, int32_t heads, int32_t hd,
-                                  float theta, qq_error *err) {
+                                  float theta, qq_rope_freq freq, qq_error *err) {
   if (t <= 0) return QQ_OK;
   if (hd % 2 || hd <= 0 || heads <= 0) return qq_error_set(err, QQ_ERR_INVALID_ARG, "rope: heads %d head_dim %d", heads, hd);
   const size_t smem = (size_t)hd * sizeof(float);
-  QQ_CUDA_DISPATCH_ACT(c->act, (k_rope<T><<<t, 128, smem, c->stream>>>((T *)x, pos_dev, heads, hd, (double)theta)));
+  QQ_CUDA_DISPATCH_ACT(c->act, (k_rope<T><<<t, 128, smem, c->stream>>>((T *)x, pos_dev, heads, hd, theta, (int32_t)freq)));
   QQ_CUDA_LAUNCHED(err, "rope");
   return QQ_OK;
 }

@@ -338,20 +338,22 @@ static void test_small_ops(qq_backend *gpu, qq_backend *cpu, qq_act_dtype a) {
     qq_backend_release(gpu, dx2);
     qq_backend_release(gpu, dout);
   }
-  /* rope: positions up to 32k, theta 1e6, head_dim 64 and 128, 4 heads. */
+  /* rope: positions up to 32k, theta 1e6, head_dim 8, 64 and 128, 4 heads, both frequency modes (in
+   * BF16 mode a frequency one bf16 step away from the CPU's would turn the angle at 32k by ~1e2 rad). */
   static const int hds[] = {8, 64, 128};
-  for (size_t hi = 0; hi < 3; hi++) {
-    const int t = 9, heads = 4, hd = hds[hi];
+  for (size_t hi = 0; hi < 6; hi++) {
+    const int t = 9, heads = 4, hd = hds[hi % 3];
+    const qq_rope_freq fm = hi < 3 ? QQ_ROPE_FREQ_EXACT : QQ_ROPE_FREQ_BF16;
     const size_t n = (size_t)t * heads * hd;
     int32_t pos[9];
     for (int i = 0; i < t; i++) pos[i] = i == 0 ? 0 : irand(32768);
     float *x = rand_act(n, a, 1.0f), *xc = malloc(n * sizeof(float));
     memcpy(xc, x, n * sizeof(float));
     void *dx = up(gpu, x, n);
-    OK(qq_op_rope(cpu, xc, pos, t, heads, hd, 1e6f, &err));
-    OK(qq_op_rope(gpu, dx, pos, t, heads, hd, 1e6f, &err));
+    OK(qq_op_rope(cpu, xc, pos, t, heads, hd, 1e6f, fm, &err));
+    OK(qq_op_rope(gpu, dx, pos, t, heads, hd, 1e6f, fm, &err));
     float *g = down(gpu, dx, n);
-    compare_vs_cpu("rope", a, g, xc, n, tol);
+    compare_vs_cpu(fm == QQ_ROPE_FREQ_BF16 ? "rope (bf16 inv_freq)" : "rope", a, g, xc, n, tol);
     free(g); free(x); free(xc);
     qq_backend_release(gpu, dx);
   }
@@ -599,7 +601,9 @@ int main(void) {
     test_matmul(gpu, cpu, acts[ai]);
     /* argument checks reach the caller as errors */
     qq_error e = {0};
-    CHECK(qq_op_rope(gpu, NULL, NULL, 1, 1, 7, 1e4f, &e) == QQ_ERR_INVALID_ARG, "rope odd head_dim not rejected");
+    CHECK(qq_op_rope(gpu, NULL, NULL, 1, 1, 7, 1e4f, QQ_ROPE_FREQ_EXACT, &e) == QQ_ERR_INVALID_ARG, "rope odd head_dim not rejected");
+    CHECK(qq_op_rope(gpu, NULL, NULL, 1, 1, 8, 1e4f, (qq_rope_freq)7, &e) == QQ_ERR_INVALID_ARG,
+          "rope unknown frequency mode not rejected");
     qq_backend_free(gpu);
   }
   /* the CPU backend refuses non-fp32 activations */

@@ -322,7 +322,7 @@ static void test_rope(void **s) {
   memcpy(a0, a, sizeof a0);
   memcpy(b0, b, sizeof b0);
   int32_t p0 = 0;
-  QQ_ASSERT_OK(qq_op_rope(be, a, &p0, 1, 1, hd, 10000.0f, &err), &err);
+  QQ_ASSERT_OK(qq_op_rope(be, a, &p0, 1, 1, hd, 10000.0f, QQ_ROPE_FREQ_EXACT, &err), &err);
   assert_memory_equal(a, a0, sizeof a0);
   double dots[2];
   const int32_t pairs[2][2] = {{5, 9}, {105, 109}};
@@ -330,8 +330,8 @@ static void test_rope(void **s) {
     float x[64], y[64];
     memcpy(x, a0, sizeof x);
     memcpy(y, b0, sizeof y);
-    QQ_ASSERT_OK(qq_op_rope(be, x, &pairs[t][0], 1, 1, hd, 10000.0f, &err), &err);
-    QQ_ASSERT_OK(qq_op_rope(be, y, &pairs[t][1], 1, 1, hd, 10000.0f, &err), &err);
+    QQ_ASSERT_OK(qq_op_rope(be, x, &pairs[t][0], 1, 1, hd, 10000.0f, QQ_ROPE_FREQ_EXACT, &err), &err);
+    QQ_ASSERT_OK(qq_op_rope(be, y, &pairs[t][1], 1, 1, hd, 10000.0f, QQ_ROPE_FREQ_EXACT, &err), &err);
     double d = 0, nx = 0, n0 = 0;
     for (int c = 0; c < hd; c++) {
       d += (double)x[c] * y[c];
@@ -344,6 +344,90 @@ static void test_rope(void **s) {
   assert_true(fabs(dots[0] - dots[1]) < 1e-4);
   free(a);
   free(b);
+  qq_backend_free(be);
+}
+
+/* f rounded to bf16 (round to nearest, ties to even), for positive finite f: the nearer of the two bf16
+ * neighbours, compared in double (written apart from qq_f32_to_bf16 on purpose). */
+static float bf16_nearest(float f) {
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  const uint32_t lo_bits = u & 0xffff0000u, hi_bits = lo_bits + 0x10000u;
+  float lo, hi;
+  memcpy(&lo, &lo_bits, 4);
+  memcpy(&hi, &hi_bits, 4);
+  const double dlo = (double)f - lo, dhi = (double)hi - f;
+  if (dlo < dhi) return lo;
+  if (dhi < dlo) return hi;
+  return (lo_bits >> 16) & 1u ? hi : lo;
+}
+
+/* QQ_ROPE_FREQ_BF16: the rotation by pos * inv_freq_j with inv_freq_j = bf16(1 / powf(theta, 2j/hd)),
+ * against a direct computation; QQ_ROPE_FREQ_EXACT with the exact frequencies; and the two modes
+ * differ (at position 4000 by far more than rounding). Bad modes are refused. */
+static void test_rope_freq_modes(void **s) {
+  (void)s;
+  qq_backend *be = cpu();
+  qq_error err = {0};
+  static const int hds[] = {64, 128};
+  static const float thetas[] = {10000.0f, 1000000.0f};
+  const int32_t pos[] = {0, 1, 7, 300, 4000, 32767};
+  const int t = 6, heads = 3;
+  for (int hi = 0; hi < 2; hi++)
+    for (int ti = 0; ti < 2; ti++) {
+      const int hd = hds[hi], half = hd / 2;
+      const float theta = thetas[ti];
+      const size_t n = (size_t)t * heads * hd;
+      float *x0 = rand_vec(n), *got[2], *want[2];
+      double max_rel_freq = 0;
+      for (int mode = 0; mode < 2; mode++) {
+        got[mode] = malloc(n * sizeof(float));
+        want[mode] = malloc(n * sizeof(float));
+        memcpy(got[mode], x0, n * sizeof(float));
+        QQ_ASSERT_OK(qq_op_rope(be, got[mode], pos, t, heads, hd, theta,
+                                mode ? QQ_ROPE_FREQ_BF16 : QQ_ROPE_FREQ_EXACT, &err), &err);
+        for (int j = 0; j < half; j++) {
+          const double exact = pow((double)theta, -2.0 * j / hd);
+          double f = exact;
+          if (mode) {
+            f = bf16_nearest(1.0f / powf(theta, (float)(2 * j) / (float)hd));
+            const double r = fabs(f - exact) / exact;
+            if (r > max_rel_freq) max_rel_freq = r;
+          }
+          for (int i = 0; i < t; i++) {
+            const double ang = (double)pos[i] * f;
+            const float c = (float)cos(ang), sn = (float)sin(ang);
+            for (int h = 0; h < heads; h++) {
+              const size_t o = ((size_t)i * heads + h) * hd;
+              const float a = x0[o + j], b = x0[o + j + half];
+              want[mode][o + j] = a * c - b * sn;
+              want[mode][o + j + half] = b * c + a * sn;
+            }
+          }
+        }
+        const double e = qq_test_rel_err(got[mode], want[mode], n);
+        if (e > 1e-6) fail_msg("hd %d theta %g mode %d: rel err %.3e against the direct computation", hd, theta, mode, e);
+      }
+      /* The bf16 frequencies are within half a bf16 step (2^-8 relative) of the exact ones, and not equal. */
+      assert_true(max_rel_freq > 1e-4 && max_rel_freq <= 0x1p-8);
+      /* Position 0 is the identity in both modes; at 4000 the angles are apart by radians. */
+      assert_memory_equal(got[0], got[1], (size_t)heads * hd * sizeof(float));
+      const double d = qq_test_rel_err(got[1], got[0], n);
+      if (d < 1e-2) fail_msg("hd %d theta %g: bf16 and exact frequencies give nearly the same result (%.3e)", hd, theta, d);
+      free(x0);
+      for (int mode = 0; mode < 2; mode++) {
+        free(got[mode]);
+        free(want[mode]);
+      }
+    }
+  float v[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+  const int32_t p1 = 3;
+  assert_int_equal(qq_op_rope(be, v, &p1, 1, 1, 8, 10000.0f, (qq_rope_freq)2, &err), QQ_ERR_INVALID_ARG);
+  qq_rope_freq f = QQ_ROPE_FREQ_EXACT;
+  assert_true(qq_rope_freq_parse("bf16", &f) && f == QQ_ROPE_FREQ_BF16);
+  assert_true(qq_rope_freq_parse("exact", &f) && f == QQ_ROPE_FREQ_EXACT);
+  assert_false(qq_rope_freq_parse("BF16", &f) || qq_rope_freq_parse("", &f) || qq_rope_freq_parse(NULL, &f));
+  assert_string_equal(qq_rope_freq_name(QQ_ROPE_FREQ_BF16), "bf16");
   qq_backend_free(be);
 }
 
@@ -496,7 +580,7 @@ int main(void) {
       cmocka_unit_test(test_matmul_w8a8_exact), cmocka_unit_test(test_linear_rejects_bad_input),
       cmocka_unit_test(test_matmul_w8a8_minus128),
       cmocka_unit_test(test_attention_paged),   cmocka_unit_test(test_attention_long_prefill),
-      cmocka_unit_test(test_exp_shift_sum),   cmocka_unit_test(test_rope),
+      cmocka_unit_test(test_exp_shift_sum),   cmocka_unit_test(test_rope), cmocka_unit_test(test_rope_freq_modes),
       cmocka_unit_test(test_logits_reduce),     cmocka_unit_test(test_logits_topk),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

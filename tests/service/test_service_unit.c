@@ -15,6 +15,7 @@ static void test_config_defaults(void **state) {
   assert_int_equal(c.metrics_port, 9090);
   assert_int_equal(c.drain_seconds, 30);
   assert_int_equal(c.device, QQ_SERVICE_DEVICE_AUTO);
+  assert_int_equal(c.rope_freq, QQ_ROPE_FREQ_EXACT);
   assert_false(c.log_json);
 }
 
@@ -22,7 +23,7 @@ static void test_config_env_then_flags(void **state) {
   qq_service_config c;
   qq_service_config_default(&c);
   char *env[] = {"QQ_SERVE_PORT=6000", "QQ_SERVE_MODEL=/m/env", "QQ_SERVE_DRAIN_SECONDS=7", "QQ_SERVE_MAX_QUEUE=9",
-                 "QQ_SERVE_LOG_FORMAT=json", "QQ_SERVE_DEVICE=cpu", "QQ_SERVE_TLS_CLIENT_CA=", "OTHER=1", NULL};
+                 "QQ_SERVE_LOG_FORMAT=json", "QQ_SERVE_DEVICE=cpu", "QQ_SERVE_TLS_CLIENT_CA=", "QQ_SERVE_ROPE_FREQ=bf16", "OTHER=1", NULL};
   char *argv[] = {"qquant-serve", "--port", "7000", "--max-batch=3", "--model", "/m/flag", NULL};
   qq_error err = {0};
   bool help = true;
@@ -35,6 +36,7 @@ static void test_config_env_then_flags(void **state) {
   assert_int_equal(c.max_batch, 3);
   assert_true(c.log_json);
   assert_int_equal(c.device, QQ_SERVICE_DEVICE_CPU);
+  assert_int_equal(c.rope_freq, QQ_ROPE_FREQ_BF16);
 }
 
 static void expect_bad(char **argv, int argc, char **env, const char *needle) {
@@ -51,6 +53,7 @@ static void test_config_errors(void **state) {
   expect_bad((char *[]){"x", "--port", "12ab"}, 3, NULL, "not an integer");
   expect_bad((char *[]){"x", "--device", "tpu"}, 3, NULL, "auto, cpu, cuda");
   expect_bad((char *[]){"x", "--log-format", "xml"}, 3, NULL, "json, text");
+  expect_bad((char *[]){"x", "--rope-freq", "fp32"}, 3, NULL, "exact, bf16");
   expect_bad((char *[]){"x", "--bogus", "1"}, 3, NULL, "--bogus");
   expect_bad((char *[]){"x", "--port"}, 2, NULL, "needs a value");
   expect_bad((char *[]){"x", "positional"}, 2, NULL, "positional");

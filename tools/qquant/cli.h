@@ -23,5 +23,6 @@ bool qq_cli_float(const char *cmd, const char *opt, const char *s, double lo, do
 qq_device_kind qq_cli_device(const char *s, bool *ok);
 /* --dtype auto|fp32|bf16|fp16: activation precision of the backend (CPU: fp32 only). */
 qq_act_dtype qq_cli_dtype(const char *s, bool *ok);
-
+/* --rope-freq exact|bf16: how RoPE's frequencies are computed (qq_rope_freq in kernels.h). */
+qq_rope_freq qq_cli_rope_freq(const char *s, bool *ok);
 #endif

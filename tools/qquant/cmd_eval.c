@@ -26,6 +26,10 @@ static void usage(FILE *f) {
           "  --limit N           classification: only the first N examples\n"
           "  --device auto|cpu|cuda, --threads N\n"
           "  --dtype auto|fp32|bf16|fp16   activations on the GPU (default bf16; fp32 matches the CPU backend)\n"
+          "  --rope-freq exact|bf16\n"
+          "                      RoPE frequencies (default exact); bf16: Hugging Face's fp32 inv_freq rounded to\n"
+          "                      bf16, as transformers computes after model.to(torch.bfloat16) (the fixtures'\n"
+          "                      goldens were made that way; also used for --kl-ref)\n"
           "  --json              machine-readable output on stdout\n"
           "  --quiet             no progress on stderr\n");
 }
@@ -324,6 +328,7 @@ static int run(int argc, char **argv) {
   bool json = false, quiet = false;
   qq_device_kind device = QQ_DEVICE_AUTO;
   qq_act_dtype dtype = QQ_ACT_AUTO;
+  qq_rope_freq rope_freq = QQ_ROPE_FREQ_EXACT;
   static const struct option opts[] = {
       {"model", required_argument, 0, 'm'},   {"ppl", required_argument, 0, 'p'},
       {"window", required_argument, 0, 'w'},  {"windows", required_argument, 0, 'W'},
@@ -331,7 +336,7 @@ static int run(int argc, char **argv) {
       {"max-tokens", required_argument, 0, 'x'}, {"limit", required_argument, 0, 'l'},
       {"device", required_argument, 0, 'd'}, {"dtype", required_argument, 0, 'D'},  {"threads", required_argument, 0, 'T'},
       {"json", no_argument, 0, 'j'},          {"quiet", no_argument, 0, 'q'},
-      {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
+      {"rope-freq", required_argument, 0, 'R'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
   int c;
   optind = 1;
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -347,6 +352,7 @@ static int run(int argc, char **argv) {
       case 'l': ok = qq_cli_int("eval", "--limit", optarg, 1, 1 << 30, &limit); break;
       case 'd': device = qq_cli_device(optarg, &ok); break;
       case 'D': dtype = qq_cli_dtype(optarg, &ok); break;
+      case 'R': rope_freq = qq_cli_rope_freq(optarg, &ok); break;
       case 'T': ok = qq_cli_int("eval", "--threads", optarg, 0, 1024, &threads); break;
       case 'j': json = true; break;
       case 'q': quiet = true; break;
@@ -364,6 +370,7 @@ static int run(int argc, char **argv) {
   qq_model_options mo = qq_model_options_default();
   mo.device = device;
   mo.act = dtype;
+  mo.rope_freq = rope_freq;
   mo.n_threads = (int32_t)threads;
   qq_model *m = NULL;
   double t0 = qq_now_sec();

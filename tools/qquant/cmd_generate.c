@@ -22,6 +22,9 @@ static void usage(FILE *f) {
           "  --device auto|cpu|cuda (default auto)\n"
           "  --dtype auto|fp32|bf16|fp16   activations on the GPU (default bf16; fp32 matches the CPU backend)\n"
           "  --threads N            CPU threads (default: all available)\n"
+          "  --rope-freq exact|bf16 RoPE frequencies (default exact); bf16: Hugging Face's fp32 inv_freq rounded\n"
+          "                         to bf16, as transformers computes after model.to(torch.bfloat16) (the\n"
+          "                         fixtures' goldens were made that way)\n"
           "  --json                 print {\"token_ids\": [...], \"text\": ..., ...}\n");
 }
 
@@ -52,6 +55,7 @@ static int run(int argc, char **argv) {
   bool json = false, ignore_eos = false;
   qq_device_kind device = QQ_DEVICE_AUTO;
   qq_act_dtype dtype = QQ_ACT_AUTO;
+  qq_rope_freq rope_freq = QQ_ROPE_FREQ_EXACT;
   static const struct option opts[] = {
       {"model", required_argument, 0, 'm'},   {"prompt", required_argument, 0, 'p'},
       {"max-new-tokens", required_argument, 0, 'n'}, {"temperature", required_argument, 0, 't'},
@@ -59,7 +63,7 @@ static int run(int argc, char **argv) {
       {"seed", required_argument, 0, 's'},    {"device", required_argument, 0, 'd'}, {"dtype", required_argument, 0, 'D'},
       {"threads", required_argument, 0, 'T'}, {"json", no_argument, 0, 'j'},
       {"ignore-eos", no_argument, 0, 'e'},    {"help", no_argument, 0, 'h'},
-      {0, 0, 0, 0}};
+      {"rope-freq", required_argument, 0, 'R'}, {0, 0, 0, 0}};
   int c;
   optind = 1;
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -75,6 +79,7 @@ static int run(int argc, char **argv) {
       case 'T': ok = qq_cli_int("generate", "--threads", optarg, 0, 1024, &threads); break;
       case 'd': device = qq_cli_device(optarg, &ok); break;
       case 'D': dtype = qq_cli_dtype(optarg, &ok); break;
+      case 'R': rope_freq = qq_cli_rope_freq(optarg, &ok); break;
       case 'j': json = true; break;
       case 'e': ignore_eos = true; break;
       case 'h': usage(stdout); return 0;
@@ -91,6 +96,7 @@ static int run(int argc, char **argv) {
   qq_model_options mo = qq_model_options_default();
   mo.device = device;
   mo.act = dtype;
+  mo.rope_freq = rope_freq;
   mo.n_threads = (int32_t)threads;
   qq_model *m = NULL;
   if (qq_model_load(model_dir, &mo, &m, &err) != QQ_OK) {

@@ -41,6 +41,13 @@ qq_act_dtype qq_cli_dtype(const char *s, bool *ok) {
   return a;
 }
 
+qq_rope_freq qq_cli_rope_freq(const char *s, bool *ok) {
+  qq_rope_freq f = QQ_ROPE_FREQ_EXACT;
+  *ok = qq_rope_freq_parse(s, &f);
+  if (!*ok) fprintf(stderr, "qquant: --rope-freq expects exact or bf16, got '%s'\n", s);
+  return f;
+}
+
 qq_device_kind qq_cli_device(const char *s, bool *ok) {
   *ok = true;
   if (!strcmp(s, "auto")) return QQ_DEVICE_AUTO;
