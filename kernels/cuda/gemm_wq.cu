@@ -18,6 +18,11 @@
  *    divisions); one n8 token tile (NT = 1) for m ≤ 8, two (NT = 2: each dequantized weight fragment
  *    feeds two mmas) for 9..16; identical output to wq_gemm_kernel at MT = NT for the same split-K.
  *    QQ_WQ_M1=old runs wq_gemm_kernel instead.
+ *  - m ≤ 64 with uniform groups (the default since 2026-12-07): wq_xs_kernel, wq_m1_kernel's loop with
+ *    x copied once per block into a shared-memory ring (cp.async, every thread, one barrier per
+ *    stage) instead of loaded by every warp from L1/L2, NT = 1, 2, 4, 8 token tiles (R = 2 from NT 4
+ *    on); bit-identical to both. QQ_WQ_XS=N uses it from N token tiles on, QQ_WQ_XS=off never; with
+ *    it the skinny limit (QQ_WQ_SKINNY_MAX_M) defaults to 64 rows, without it to 32.
  *  - m > 64 (prefill): wq_dequant_kernel writes the weight as a dense T matrix into ctx->ws (one
  *    bandwidth-bound pass), then qq_cuda_gemm_dense (cuBLASLt). The skinny kernel can also run any m
  *    in chunks of 64 tokens (qq_cuda_wq_set_tuning, a hook for the benchmark); which is
