@@ -18,7 +18,7 @@
  *    divisions); one n8 token tile (NT = 1) for m ≤ 8, two (NT = 2: each dequantized weight fragment
  *    feeds two mmas) for 9..16; identical output to wq_gemm_kernel at MT = NT for the same split-K.
  *    QQ_WQ_M1=old runs wq_gemm_kernel instead.
- *  - m ≤ 64 with uniform groups (the default since 2026-12-07): wq_xs_kernel, wq_m1_kernel's loop with
+ *  - m ≤ 64 with uniform groups, opt-in (QQ_WQ_XS=1; not yet run on a GPU): wq_xs_kernel, wq_m1_kernel's loop with
  *    x copied once per block into a shared-memory ring (cp.async, every thread, one barrier per
  *    stage) instead of loaded by every warp from L1/L2, NT = 1, 2, 4, 8 token tiles (R = 2 from NT 4
  *    on); bit-identical to both. QQ_WQ_XS=N uses it from N token tiles on, QQ_WQ_XS=off never; with
@@ -1727,9 +1727,10 @@ extern "C" qq_status qq_cuda_wq_create(qq_cuda_ctx *c, const qq_linear_desc *d, 
   /* A/B switch for measurements: QQ_WQ_M1=old runs m ≤ 16 through wq_gemm_kernel as before */
   const char *m1 = getenv("QQ_WQ_M1");
   w->m1_off = m1 && strcmp(m1, "old") == 0;
-  /* QQ_WQ_XS=N: wq_xs_kernel from N token tiles on (1, 2, 4, 8; default 1), "off": never (m ≤ 16 then
-   * runs wq_m1_kernel, 17..32 wq_gemm_kernel, more rows dequantize + cuBLASLt) */
-  w->xs_min_nt = 1;
+  /* QQ_WQ_XS=N: wq_xs_kernel from N token tiles on (1, 2, 4, 8), "off" (the default until it has run on
+   * a GPU: it is verified on the emulator only): never (m ≤ 16 then runs wq_m1_kernel, 17..32
+   * wq_gemm_kernel, more rows dequantize + cuBLASLt) */
+  w->xs_min_nt = 99;
   const char *xs = getenv("QQ_WQ_XS");
   if (xs && *xs) w->xs_min_nt = strcmp(xs, "off") == 0 ? 99 : (int32_t)strtol(xs, NULL, 10);
   if (w->xs_min_nt < 1) w->xs_min_nt = 99;

@@ -140,10 +140,10 @@ if has wq; then
 fi
 
 if has wqm1; then
-  # The m <= 64 kernels (wq_xs_kernel, default) against wq_m1_kernel (QQ_WQ_XS=off, m <= 16), the old
+  # The m <= 64 kernels (default: wq_m1_kernel at m <= 16) against wq_xs_kernel (QQ_WQ_XS=1), the old
   # wq_gemm_kernel (QQ_WQ_M1=old) and dequantize + cuBLASLt, same process, m = 1, 8, 16, 32, 64.
   step wq-m1-ab 200 "$B/test_cuda_wq" --bench --m1-ab
-  grep -E "^BENCH shape=.* m=(1|8|16|32|64) kind=w[48]a16(-old|-m1|-dense)? " <(sed -n '/===== wq-m1-ab:/,$p' "$log") \
+  grep -E "^BENCH shape=.* m=(1|8|16|32|64) kind=w[48]a16(-old|-xs|-dense)? " <(sed -n '/===== wq-m1-ab:/,$p' "$log") \
     | sed -E 's/.*shape=([a-z_]+).* m=([0-9]+) kind=([a-z0-9-]+) .*us_warm=([0-9.]+) us_cold=([0-9.]+).*bw_frac_cold=([0-9.]+).*x_bf16_cold=([0-9.]+) plan=(.*)/  \1 m=\2 \3 warm \4 cold \5 us bw \6 xbf16 \7 \8/' | tee -a "$sum"
 fi
 

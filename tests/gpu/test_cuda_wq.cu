@@ -31,8 +31,8 @@
  *   the skinny kernel forced for m > 64; wbytes = repacked bytes read: codes + scales + zeros; x_bf16
  *   = bf16 time / this time; plan = the launch shape ("skinny-xs,..." for wq_xs_kernel, "skinny-m1,..."
  *   for wq_m1_kernel); --m1-ab adds m = 8 and 32 and, up to m = 64, kinds w4a16-old / w8a16-old (the
- *   same weights through QQ_WQ_M1=old: wq_gemm_kernel), w4a16-m1 / w8a16-m1 at m ≤ 16 (QQ_WQ_XS=off:
- *   wq_m1_kernel) and w4a16-dense (dequantize + cuBLASLt), in the same process. The tuning flags set gemm_wq.cu's
+ *   same weights through QQ_WQ_M1=old: wq_gemm_kernel), w4a16-xs / w8a16-xs (QQ_WQ_XS=1: wq_xs_kernel)
+ *   and w4a16-dense (dequantize + cuBLASLt), in the same process. The tuning flags set gemm_wq.cu's
  *   QQ_WQ_SKINNY_MAX_M / QQ_WQ_MIN_CHUNKS / QQ_WQ_BLOCK_OVERHEAD for the run, to choose them.)
  *
  * Build: in the tree (tests/gpu/CMakeLists.txt) it links qq_kernels (backend.cu provides
@@ -473,8 +473,8 @@ static std::vector<uint16_t> run_y(qq_cuda_wq *w, int n, int k, int m, const std
 }
 
 /* The m ≤ 64 kernels against the kernel they replace (QQ_WQ_M1=old: wq_gemm_kernel at MT 1, 2, 4, 8),
- * with the old kernel's split-K factor forced on the new ones (QQ_WQ_M1_SKB): wq_xs_kernel (the
- * default, NT 1..8) and, for m ≤ 16, wq_m1_kernel (QQ_WQ_XS=off) compute the same sums in the same
+ * with the old kernel's split-K factor forced on the new ones (QQ_WQ_M1_SKB): wq_xs_kernel (QQ_WQ_XS=1,
+ * NT 1..8) and, for m ≤ 16, wq_m1_kernel (the default) compute the same sums in the same
  * order, so the outputs must be equal bit for bit. Also checks that the intended kernel ran (plan). */
 static void check_m1_vs_old(const char *label, int n, int k, int bits, int gs, bool sym, bool ao) {
   qweight o;
@@ -493,7 +493,7 @@ static void check_m1_vs_old(const char *label, int n, int k, int bits, int gs, b
     for (int variant = 0; variant < (m <= 16 ? 2 : 1); variant++) { /* 0: wq_xs_kernel, 1: wq_m1_kernel */
       /* a second weight from the same descriptor, made with the forced split-K factor */
       setenv("QQ_WQ_M1_SKB", skb, 1);
-      if (variant == 1) setenv("QQ_WQ_XS", "off", 1);
+      setenv("QQ_WQ_XS", variant == 1 ? "off" : "1", 1);
       qweight q = o;
       q.w = NULL;
       q.d.w = q.codes.data();
@@ -617,7 +617,7 @@ static int run_tests(void) {
 static int iters = 100;
 static int skinny_max_m = 64, min_chunks = -1, block_overhead = -1; /* --skinny-max-m, --min-chunks, --overhead */
 /* --m1-ab: also m = 8 and 32, the same weights through QQ_WQ_M1=old (kinds w4a16-old, w8a16-old: wq_gemm_kernel
- * up to 64 rows), at m ≤ 16 through QQ_WQ_XS=off (w4a16-m1, w8a16-m1: wq_m1_kernel), and W4 through
+ * up to 64 rows), through QQ_WQ_XS=1 (w4a16-xs, w8a16-xs: wq_xs_kernel up to 64 rows), and W4 through
  * dequantize + cuBLASLt (w4a16-dense) */
 static bool m1_ab = false;
 static qq_bench_timer timer; /* gpu_timing.cuh: GPU time of each launch, L2-warm or flushed */
@@ -645,23 +645,20 @@ static int run_bench(void) {
          "us cold", "GB/s", "%copy", "bf16 warm", "bf16 cold", "x warm", "x cold");
   for (auto &s : shapes) {
     qweight q4, q8, q4o, q8o, q4m, q8m;
-    qweight_make(q4, "w4a16", s.n, s.k, 4, 128, false, false);
-    qweight_make(q8, "w8a16", s.n, s.k, 8, s.k, true, false);
-    qq_cuda_wq_set_tuning(q4.w, skinny_max_m, min_chunks, block_overhead);
-    qq_cuda_wq_set_tuning(q8.w, skinny_max_m, min_chunks, block_overhead);
-    if (m1_ab) { /* the same weights for the old m ≤ 16 kernels */
-      setenv("QQ_WQ_M1", "old", 1);
-      qweight_make(q4o, "w4a16-old", s.n, s.k, 4, 128, false, false);
-      qweight_make(q8o, "w8a16-old", s.n, s.k, 8, s.k, true, false);
-      unsetenv("QQ_WQ_M1");
-      qq_cuda_wq_set_tuning(q4o.w, skinny_max_m, min_chunks, block_overhead);
-      qq_cuda_wq_set_tuning(q8o.w, skinny_max_m, min_chunks, block_overhead);
-      setenv("QQ_WQ_XS", "off", 1);
-      qweight_make(q4m, "w4a16-m1", s.n, s.k, 4, 128, false, false);
-      qweight_make(q8m, "w8a16-m1", s.n, s.k, 8, s.k, true, false);
-      unsetenv("QQ_WQ_XS");
-      qq_cuda_wq_set_tuning(q4m.w, skinny_max_m, min_chunks, block_overhead);
-      qq_cuda_wq_set_tuning(q8m.w, skinny_max_m, min_chunks, block_overhead);
+    /* the W4 (group 128, zero points) and W8 (per-channel, symmetric) weights of this shape, labels n4 / n8
+     * (kept: string literals), made with the environment variable env (a creation-time knob) set to val */
+    auto make_pair = [&](qweight &w4, qweight &w8, const char *n4, const char *n8, const char *env, const char *val) {
+      if (env) setenv(env, val, 1);
+      qweight_make(w4, n4, s.n, s.k, 4, 128, false, false);
+      qweight_make(w8, n8, s.n, s.k, 8, s.k, true, false);
+      if (env) unsetenv(env);
+      qq_cuda_wq_set_tuning(w4.w, skinny_max_m, min_chunks, block_overhead);
+      qq_cuda_wq_set_tuning(w8.w, skinny_max_m, min_chunks, block_overhead);
+    };
+    make_pair(q4, q8, "w4a16", "w8a16", NULL, NULL);
+    if (m1_ab) { /* the same weights for the old m ≤ 64 kernel and for wq_xs_kernel */
+      make_pair(q4o, q8o, "w4a16-old", "w8a16-old", "QQ_WQ_M1", "old");
+      make_pair(q4m, q8m, "w4a16-xs", "w8a16-xs", "QQ_WQ_XS", "1");
     }
     void *wd = NULL;
     if (have_dense) {
@@ -688,10 +685,8 @@ static int run_bench(void) {
       if (m1_ab && m <= 64) {
         runs.push_back({&q4o, "w4a16-old", 0});
         runs.push_back({&q8o, "w8a16-old", 0});
-        if (m <= 16) {
-          runs.push_back({&q4m, "w4a16-m1", 0});
-          runs.push_back({&q8m, "w8a16-m1", 0});
-        }
+        runs.push_back({&q4m, "w4a16-xs", 0});
+        runs.push_back({&q8m, "w8a16-xs", 0});
         if (have_dense) runs.push_back({&q4, "w4a16-dense", 2});
       }
       for (auto &r : runs) {

@@ -1,8 +1,9 @@
 /* harness_wq.cpp — gemm_wq.cu (transformed by transform_wq.py) run on the fiber emulator: the
  * skinny path end to end (qq_cuda_wq_create: layout, upload, repack kernel; qq_cuda_wq_matmul: x
- * staging, wq_m1_kernel or wq_gemm_kernel, split-K) on host memory, against an fp64 reference, and
- * the m ≤ 16 kernel against the kernel it replaces (QQ_WQ_M1=old: wq_gemm_kernel<·, ·, MT, R>, MT 1
- * for m ≤ 8, 2 for 9..16, at the same split-K) bit for bit. Device allocations are poisoned (0xFF),
+ * staging, wq_xs_kernel, wq_m1_kernel or wq_gemm_kernel, split-K) on host memory, against an fp64
+ * reference, and the m ≤ 64 kernels against the kernel they replace (QQ_WQ_M1=old: wq_gemm_kernel<·, ·,
+ * MT, R>, MT 1, 2, 4, 8 for m ≤ 8, 16, 32, 64, at the same split-K) bit for bit: wq_xs_kernel
+ * (QQ_WQ_XS=1) at every m, wq_m1_kernel (the default) at m ≤ 16. Device allocations are poisoned (0xFF),
  * global reads outside an allocation abort, cp.async lands at a random moment before its wait,
  * shared memory starts as NaN bytes, y has guard rows after row m − 1 that must stay untouched.
  *   bash tools/cuda-emu/build_wq.sh && /tmp/cuda-emu/harness_wq [seed] [case] */
@@ -244,7 +245,12 @@ static Result run_case(const Case &cs, std::mt19937_64 &R) {
   /* m 17..64: wq_xs_kernel runs R = 2 with the m1 rule's factor, the old kernel R = 1 (MT 4, 8) */
   W->skb1[wq_vi(4, 1)] = W->skb1[wq_vi(8, 1)] = W->skb_m1[1];
   W->skinny_max_m = 64; /* m 33..64 of weights wq_xs_kernel does not take: wq_gemm_kernel (no dense path here) */
-  const size_t ws = qq_cuda_wq_ws_bytes(W, m);
+  size_t ws = 0; /* the largest scratch of the three passes below */
+  for (int pass = 0; pass < 3; pass++) {
+    W->m1_off = pass == 1;
+    W->xs_min_nt = pass == 0 ? 1 : 99;
+    ws = std::max(ws, qq_cuda_wq_ws_bytes(W, m));
+  }
   void *wsp = NULL;
   emu_cudaMalloc(&wsp, ws ? ws : 16);
   c.ws = wsp;
@@ -253,9 +259,9 @@ static Result run_case(const Case &cs, std::mt19937_64 &R) {
   std::vector<uint16_t> y_new((size_t)(m + 16) * n, 0x7fc1), y_old((size_t)(m + 16) * n, 0x7fc1),
       y_m1((size_t)(m + 16) * n, 0x7fc1);
   char buf[160];
-  const int32_t xs_min = W->xs_min_nt;
-  /* 0: default (wq_xs_kernel where it applies), 1: QQ_WQ_M1=old (wq_gemm_kernel), 2: QQ_WQ_XS=off at
-   * m ≤ 16 (wq_m1_kernel) */
+  const int32_t xs_min = 1; /* wq_xs_kernel wherever it applies (opt-in, QQ_WQ_XS=1) */
+  /* 0: QQ_WQ_XS=1 (wq_xs_kernel where it applies), 1: QQ_WQ_M1=old (wq_gemm_kernel), 2: QQ_WQ_XS=off (the
+   * default) at m ≤ 16 (wq_m1_kernel) */
   for (int pass = 0; pass < (m <= 16 ? 3 : 2); pass++) {
     W->m1_off = pass == 1;
     W->xs_min_nt = pass == 2 ? 99 : xs_min;
@@ -377,7 +383,7 @@ int main(int argc, char **argv) {
            r.err_old, r.kern_m1, r.diff, r.guard ? " (rows >= m written)" : "", ok ? "ok" : "FAIL");
     fflush(stdout);
   }
-  printf("%d/%d ok; max err/Σ|xw|: default %.3e, QQ_WQ_M1=old %.3e; outputs differing bitwise: %ld\n", ran - fails, ran,
+  printf("%d/%d ok; max err/Σ|xw|: QQ_WQ_XS=1 %.3e, QQ_WQ_M1=old %.3e; outputs differing bitwise: %ld\n", ran - fails, ran,
          worst_new, worst_old, total_diff);
   return fails ? 1 : 0;
 }
