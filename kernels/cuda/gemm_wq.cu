@@ -146,10 +146,10 @@ QQ_WQ_HD constexpr int wq_kch(int sb) { return 16 * wq_tpc(sb); }
 QQ_WQ_HD int wq_frag_row(int lane, int e) { return (lane >> 2) + (((e >> 1) & 1) << 3); }
 QQ_WQ_HD int wq_frag_col(int lane, int e) { return ((lane & 3) << 2) + (e & 1) + ((e >> 2) << 1); }
 /* Column (0..15) of the first of the 4 x values in lane l's B fragment (b0 = +0, +1; b1 = +2, +3). */
+QQ_WQ_HD int wq_bfrag_col(int lane) { return (lane & 3) << 2; }
 /* Bytes per x row of one stage of wq_xs_kernel's x ring (U chunks): the columns plus a 32-byte pad that
  * spreads the 8 token rows of a B-fragment load over the banks (row stride ≡ 8 words mod 32). */
 QQ_WQ_HD constexpr int wq_xs_row_bytes(int sb, int u) { return u * wq_kch(sb) * 2 + 32; }
-QQ_WQ_HD int wq_bfrag_col(int lane) { return (lane & 3) << 2; }
 /* Output fragment c_i (i = 0..3) of lane l: row (0..15) and token within the n8 tile (0..7). */
 QQ_WQ_HD int wq_cfrag_row(int lane, int i) { return (lane >> 2) + ((i >> 1) << 3); }
 QQ_WQ_HD int wq_cfrag_tok(int lane, int i) { return ((lane & 3) << 1) + (i & 1); }
@@ -1540,7 +1540,7 @@ static wq_plan wq_make_plan(const qq_cuda_wq *w, int32_t m, int32_t n_counters) 
   pl.xs = w->gch > 0 && !w->m1_off && pl.mt >= w->xs_min_nt && pl.mch == 1;
   pl.r = pl.xs && pl.mt >= 4 ? 2 : wq_choose_r(w, pl.mt);
   pl.row_blks = (w->n_tiles + wq_tpb(pl.r) - 1) / wq_tpb(pl.r);
-  const int64_t rows = (int64_t)pl.row_blks * pl.mch;
+  int64_t rows = (int64_t)pl.row_blks * pl.mch;
   pl.skb = pl.mch == 1 ? w->skb1[wq_vi(pl.mt, pl.r)] : wq_choose_skb(w, pl.mt, w->occ[wq_vi(pl.mt, pl.r)], rows);
   if (pl.xs || (pl.mt <= 2 && w->gch > 0 && !w->m1_off)) { /* wq_m1_kernel / wq_xs_kernel, NT = pl.mt */
     pl.skb = w->m1_skb_force > 0 ? (w->m1_skb_force < w->kc ? w->m1_skb_force : w->kc) : w->skb_m1[pl.r - 1];
@@ -1551,6 +1551,7 @@ static wq_plan wq_make_plan(const qq_cuda_wq *w, int32_t m, int32_t n_counters) 
       pl.xs = false;
       pl.r = wq_choose_r(w, pl.mt);
       pl.row_blks = (w->n_tiles + wq_tpb(pl.r) - 1) / wq_tpb(pl.r);
+      rows = pl.row_blks; /* mch == 1 here */
       pl.skb = w->skb1[wq_vi(pl.mt, pl.r)];
     }
   }
@@ -1677,7 +1678,7 @@ static qq_status wq_upload(qq_cuda_ctx *c, const qq_linear_desc *d, const wq_lay
                            &blocks, wq_m1_kernel_for(w->act, w->sb, nt, r, w->gch), QQ_WQ_WPB * 32, 0));
       w->occ_m1[nt - 1][r - 1] = blocks;
     }
-  if (w->gch > 0)
+  if (w->gch > 0 && w->xs_min_nt <= 8)
     for (int nt = 1; nt <= 8; nt *= 2)
       for (int r = nt >= 4 ? 2 : 1; r <= 2; r++) {
         const void *f = wq_xs_kernel_for(w->act, w->sb, nt, r, w->gch);
@@ -1734,9 +1735,9 @@ extern "C" qq_status qq_cuda_wq_create(qq_cuda_ctx *c, const qq_linear_desc *d, 
   const char *xs = getenv("QQ_WQ_XS");
   if (xs && *xs) w->xs_min_nt = strcmp(xs, "off") == 0 ? 99 : (int32_t)strtol(xs, NULL, 10);
   if (w->xs_min_nt < 1) w->xs_min_nt = 99;
-  w->skinny_max_m = L.gch > 0 && w->xs_min_nt <= 8 && !w->m1_off ? 64 : QQ_WQ_SKINNY_MAX_M;
   /* Rows above which the dequantize + cuBLASLt path runs: 64 (the skinny limit) with wq_xs_kernel, else 32;
    * QQ_WQ_SKINNY_MAX_M overrides it for measurements. */
+  w->skinny_max_m = L.gch > 0 && w->xs_min_nt <= 8 && !w->m1_off ? 64 : QQ_WQ_SKINNY_MAX_M;
   const char *smm = getenv("QQ_WQ_SKINNY_MAX_M");
   if (smm && *smm) {
     const long v = strtol(smm, NULL, 10);
@@ -1870,17 +1871,11 @@ extern "C" qq_status qq_cuda_wq_matmul(qq_cuda_ctx *c, const qq_cuda_wq *w, cons
     a.slots = (float *)part;
     a.counters = c->counters;
     void *args[] = {&a};
-    if (pl.xs) {
-      QQ_CUDA_TRY(err, cudaLaunchKernel(wq_xs_kernel_for(w->act, w->sb, pl.mt, pl.r, w->gch),
-                                        dim3((unsigned)pl.row_blks, (unsigned)pl.skb), dim3(QQ_WQ_WPB * 32), args,
-                                        wq_xs_smem_bytes(w->sb, pl.mt, pl.r, m), c->stream));
-      QQ_CUDA_LAUNCHED(err, "wq_xs");
-      return QQ_OK;
-    }
-    QQ_CUDA_TRY(err, cudaLaunchKernel(wq_m1_kernel_for(w->act, w->sb, pl.mt, pl.r, w->gch),
-                                      dim3((unsigned)pl.row_blks, (unsigned)pl.skb), dim3(QQ_WQ_WPB * 32), args, 0,
-                                      c->stream));
-    QQ_CUDA_LAUNCHED(err, "wq_m1");
+    const void *fn = pl.xs ? wq_xs_kernel_for(w->act, w->sb, pl.mt, pl.r, w->gch)
+                           : wq_m1_kernel_for(w->act, w->sb, pl.mt, pl.r, w->gch);
+    QQ_CUDA_TRY(err, cudaLaunchKernel(fn, dim3((unsigned)pl.row_blks, (unsigned)pl.skb), dim3(QQ_WQ_WPB * 32), args,
+                                      pl.xs ? wq_xs_smem_bytes(w->sb, pl.mt, pl.r, m) : 0, c->stream));
+    QQ_CUDA_LAUNCHED(err, pl.xs ? "wq_xs" : "wq_m1");
     return QQ_OK;
   }
   wq_gemm_args a;

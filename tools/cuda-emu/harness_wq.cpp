@@ -224,7 +224,10 @@ static Result run_case(const Case &cs, std::mt19937_64 &R) {
   qq_error err;
   memset(&err, 0, sizeof err);
   qq_cuda_wq *W = NULL;
-  if (qq_cuda_wq_create(&c, &d, &W, NULL, &err) != QQ_OK) {
+  setenv("QQ_WQ_XS", "1", 1); /* created as QQ_WQ_XS=1 would (xs occupancy, shared-memory attributes) */
+  const qq_status cst = qq_cuda_wq_create(&c, &d, &W, NULL, &err);
+  unsetenv("QQ_WQ_XS");
+  if (cst != QQ_OK) {
     fprintf(stderr, "create: %s\n", err.msg);
     exit(1);
   }
