@@ -26,7 +26,20 @@ assert r["tokens"] == g["tokens"], f"tokens {r['tokens']} != golden {g['tokens']
 rel = abs(r["mean_nll"] - g["mean_nll"]) / g["mean_nll"]
 assert rel <= 5e-4, f"mean_nll {r['mean_nll']} vs golden {g['mean_nll']}: {rel:.2e} relative > 0.05 %"
 assert abs(r["kl_mean"]) < 1e-9 and r["top1_agreement"] == 1, f"KL against itself: {r}"
+assert r.get("rope_freq") == "exact" and r.get("dtype") == "fp32" and r.get("backend", "").startswith("cpu"), \
+    f"eval --json does not say how it ran (backend/dtype/rope_freq): {r}"
 print(f"eval --ppl: ppl {r['ppl']:.4f} (golden {g['ppl']:.4f}), mean_nll off by {rel:.1e}")
+PY
+# --rope-freq bf16 is how the goldens were made (docs/correctness.md): the mean NLL agrees to fp32 noise.
+"$Q" eval --model "$M" --ppl "$FX/corpora/wikitext2-test.txt" --windows 40 --rope-freq bf16 --json --quiet > "$T/ppl-bf16.json" \
+  || fail "eval --ppl --rope-freq bf16 exited $?"
+python3 - "$T/ppl-bf16.json" "$M/golden.json" <<'PY' || exit 1
+import json, sys
+r = json.load(open(sys.argv[1])); g = json.load(open(sys.argv[2]))["ppl_wikitext2_fp32"]
+assert r.get("rope_freq") == "bf16", f"eval --json rope_freq: {r}"
+rel = abs(r["mean_nll"] - g["mean_nll"]) / g["mean_nll"]
+assert rel <= 2e-7, f"--rope-freq bf16: mean_nll {r['mean_nll']} vs golden {g['mean_nll']}: {rel:.2e} relative > 2e-7"
+print(f"eval --ppl --rope-freq bf16: mean_nll off by {rel:.1e}")
 PY
 
 "$Q" eval --model "$FX/models/qwen2-tiny-spam-cls" --classify "$FX/corpora/spam-val.jsonl" --limit 64 --json --quiet \

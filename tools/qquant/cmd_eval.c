@@ -30,7 +30,7 @@ static void usage(FILE *f) {
           "                      RoPE frequencies (default exact); bf16: Hugging Face's fp32 inv_freq rounded to\n"
           "                      bf16, as transformers computes after model.to(torch.bfloat16) (the fixtures'\n"
           "                      goldens were made that way; also used for --kl-ref)\n"
-          "  --json              machine-readable output on stdout\n"
+          "  --json              machine-readable output on stdout (with the backend, dtype and rope_freq used)\n"
           "  --quiet             no progress on stderr\n");
 }
 
@@ -47,6 +47,15 @@ static void on_progress(void *user, int64_t done, int64_t total) {
   double eta = done > 0 ? el / (double)done * (double)(total - done) : 0;
   fprintf(stderr, "\r%s: %lld/%lld  elapsed %.1f s  ETA %.1f s   ", p->what, (long long)done, (long long)total, el, eta);
   if (done == total) fprintf(stderr, "\n");
+}
+
+/* What the figures were computed with: the backend ("cpu (OpenBLAS ..., 2 threads)", "cuda (...)"), its
+ * activation dtype and the RoPE frequency mode, so that a JSON result says how to reproduce it. */
+static void json_add_run(cJSON *o, qq_model *m, const qq_model_options *mo) {
+  qq_backend *be = qq_model_backend(m);
+  cJSON_AddStringToObject(o, "backend", qq_backend_description(be));
+  cJSON_AddStringToObject(o, "dtype", qq_act_dtype_name(qq_backend_act(be)));
+  cJSON_AddStringToObject(o, "rope_freq", qq_rope_freq_name(mo->rope_freq));
 }
 
 static int eval_ppl(qq_model *m, const char *ref_dir, const qq_model_options *mo, const char *file, long window,
@@ -90,6 +99,7 @@ static int eval_ppl(qq_model *m, const char *ref_dir, const qq_model_options *mo
     }
     cJSON_AddNumberToObject(o, "seconds", secs);
     cJSON_AddNumberToObject(o, "tokens_per_second", (double)r.windows * (double)window / secs);
+    json_add_run(o, m, mo);
     char *s = cJSON_Print(o);
     printf("%s\n", s);
     cJSON_free(s);
@@ -300,6 +310,7 @@ static int eval_classify(qq_model *m, const char *ref_dir, const qq_model_option
         cJSON_AddNumberToObject(o, "label_agreement", (double)agree / (double)n);
       }
       cJSON_AddNumberToObject(o, "seconds", secs);
+      json_add_run(o, m, mo);
       char *s = cJSON_Print(o);
       printf("%s\n", s);
       cJSON_free(s);
