@@ -12,12 +12,15 @@
  * Plans — the matmul descriptor, the three layouts and the heuristic's first algorithm — are created
  * once per (m, n, k, dtype, bias) and cached in the context (QQ_CUDA_MAX_PLANS, oldest replaced), so a
  * steady-state step calls cublasLtMatmul only: no allocation, no host synchronization. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cuda_types.cuh"
 
 #define QQ_CUDA_MAX_PLANS 512
+/* int8 plans keep up to this many of the heuristic's algorithms and time them once (tune_i8). */
+#define QQ_LT_I8_CANDIDATES 8
 
 struct qq_cuda_matmul_plan {
   int32_t m, n, k;
@@ -28,6 +31,10 @@ struct qq_cuda_matmul_plan {
   cublasLtMatmulDesc_t op;
   cublasLtMatrixLayout_t a, b, d;
   cublasLtMatmulAlgo_t algo;
+  /* int8: the heuristic's candidates, in its order; tuned once they were timed (or need not be). */
+  cublasLtMatmulAlgo_t cand[QQ_LT_I8_CANDIDATES];
+  int32_t n_cand;
+  bool tuned;
 };
 
 static void plan_destroy(qq_cuda_matmul_plan *p) {
@@ -75,9 +82,10 @@ static qq_status plan_build(qq_cuda_ctx *c, qq_cuda_matmul_plan *p, bool with_bi
   QQ_CUBLAS_TRY(err, cublasLtMatmulPreferenceCreate(&pref));
   size_t ws = QQ_CUDA_LT_WS_BYTES;
   cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
-  cublasLtMatmulHeuristicResult_t res;
+  cublasLtMatmulHeuristicResult_t res[QQ_LT_I8_CANDIDATES];
   int found = 0;
-  cublasStatus_t s = cublasLtMatmulAlgoGetHeuristic(c->lt, p->op, p->a, p->b, p->d, p->d, pref, 1, &res, &found);
+  const int want = p->int8 ? QQ_LT_I8_CANDIDATES : 1;
+  cublasStatus_t s = cublasLtMatmulAlgoGetHeuristic(c->lt, p->op, p->a, p->b, p->d, p->d, pref, want, res, &found);
   cublasLtMatmulPreferenceDestroy(pref);
   if (s != CUBLAS_STATUS_SUCCESS || found == 0) {
     if (with_bias) return QQ_ERR_UNSUPPORTED;
@@ -85,7 +93,11 @@ static qq_status plan_build(qq_cuda_ctx *c, qq_cuda_matmul_plan *p, bool with_bi
     return qq_error_set(err, QQ_ERR_CUDA, "cuBLASLt has no algorithm for a %s GEMM m=%d n=%d k=%d (status %d)",
                         qq_act_dtype_name(p->act), p->m, p->n, p->k, (int)s);
   }
-  p->algo = res.algo;
+  p->algo = res[0].algo;
+  p->n_cand = 0;
+  for (int i = 0; i < found; i++)
+    if (res[i].state == CUBLAS_STATUS_SUCCESS) p->cand[p->n_cand++] = res[i].algo;
+  p->tuned = p->n_cand <= 1;
   p->epilogue_bias = with_bias;
   return QQ_OK;
 }
@@ -181,12 +193,66 @@ __global__ void k_gemm_i8_simple(const int8_t *__restrict__ wq, int32_t n, int32
   if (lane == 0) acc[out] = s;
 }
 
+/* The int8 heuristic's first answer is often not its fastest (on H200 the chosen IMMA kernel ran the
+ * 7B gate_up at m = 256 only 1.2x faster than bf16), so the first eager call of an int8 shape times
+ * every candidate on the real operands (one warm-up, then the median of 3 launches each) and keeps the
+ * fastest. Integer sums are exact, so every candidate gives the same bits. It synchronizes once per
+ * shape; a shape first met inside a capture keeps the heuristic's choice. QQ_LT_I8_TUNE=0 turns it off. */
+static bool i8_tune_enabled(void) {
+  static int on = -1;
+  if (on < 0) {
+    const char *e = getenv("QQ_LT_I8_TUNE");
+    on = !(e && !strcmp(e, "0"));
+  }
+  return on;
+}
+
+static qq_status tune_i8(qq_cuda_ctx *c, qq_cuda_matmul_plan *p, const int8_t *wq, const int8_t *xq, int32_t *acc,
+                         qq_error *err) {
+  p->tuned = true;
+  if (c->mode == QQ_CUDA_CAPTURE || !i8_tune_enabled()) return QQ_OK;
+  cudaEvent_t ev[2];
+  for (int i = 0; i < 2; i++) QQ_CUDA_TRY(err, cudaEventCreate(&ev[i]));
+  const int32_t alpha = 1, beta = 0;
+  float best = 0;
+  int best_i = -1;
+  qq_status st = QQ_OK;
+  for (int i = 0; i < p->n_cand && st == QQ_OK; i++) {
+    float t[3];
+    bool ok = cublasLtMatmul(c->lt, p->op, &alpha, wq, p->a, xq, p->b, &beta, acc, p->d, acc, p->d, &p->cand[i],
+                             c->lt_ws, QQ_CUDA_LT_WS_BYTES, c->stream) == CUBLAS_STATUS_SUCCESS;
+    for (int r = 0; r < 3 && ok; r++) {
+      cudaEventRecord(ev[0], c->stream);
+      ok = cublasLtMatmul(c->lt, p->op, &alpha, wq, p->a, xq, p->b, &beta, acc, p->d, acc, p->d, &p->cand[i], c->lt_ws,
+                          QQ_CUDA_LT_WS_BYTES, c->stream) == CUBLAS_STATUS_SUCCESS;
+      cudaEventRecord(ev[1], c->stream);
+      if (cudaEventSynchronize(ev[1]) != cudaSuccess || cudaEventElapsedTime(&t[r], ev[0], ev[1]) != cudaSuccess)
+        st = qq_error_set(err, QQ_ERR_CUDA, "gemm_i8: timing cuBLASLt candidates: %s",
+                          cudaGetErrorString(cudaGetLastError()));
+    }
+    if (!ok || st != QQ_OK) continue;
+    const float med = t[0] < t[1] ? (t[1] < t[2] ? t[1] : (t[0] < t[2] ? t[2] : t[0]))
+                                  : (t[0] < t[2] ? t[0] : (t[1] < t[2] ? t[2] : t[1]));
+    if (best_i < 0 || med < best) {
+      best = med;
+      best_i = i;
+    }
+  }
+  for (int i = 0; i < 2; i++) cudaEventDestroy(ev[i]);
+  if (best_i >= 0) p->algo = p->cand[best_i];
+  if (getenv("QQ_LT_I8_TUNE_LOG"))
+    fprintf(stderr, "gemm_i8 m=%d n=%d k=%d: %d candidates, kept #%d (%.2f us)\n", p->m, p->n, p->k, p->n_cand, best_i,
+            best * 1000.0f);
+  return st;
+}
+
 extern "C" qq_status qq_cuda_gemm_i8(qq_cuda_ctx *c, const int8_t *wq, int32_t n, int32_t k, const int8_t *xq, int32_t m,
                                      int32_t *acc, qq_error *err) {
   if (m <= 0 || n <= 0 || k <= 0) return qq_error_set(err, QQ_ERR_INVALID_ARG, "gemm_i8: shape m=%d n=%d k=%d", m, n, k);
   if (k % 4 == 0 && n % 4 == 0 && k < 133000) {
     qq_cuda_matmul_plan *p = NULL;
     qq_status st = plan_get(c, true, m, n, k, false, &p, err);
+    if (st == QQ_OK && !p->tuned) st = tune_i8(c, p, wq, xq, acc, err);
     if (st == QQ_OK) {
       const int32_t alpha = 1, beta = 0;
       QQ_CUBLAS_TRY(err, cublasLtMatmul(c->lt, p->op, &alpha, wq, p->a, xq, p->b, &beta, acc, p->d, acc, p->d, &p->algo,

@@ -15,16 +15,70 @@ extern "C" size_t qq_cuda_w8a8_ws_bytes(int32_t m, int32_t n, int32_t k) {
   return align256((size_t)m * n * sizeof(int32_t)) + align256((size_t)m * k) + align256((size_t)m * sizeof(float));
 }
 
-template <typename T>
+/* One row of y per blockIdx.y (grid-stride over rows), columns across blockIdx.x/threads; with VEC
+ * four columns per thread (int4 load of acc, float4 of s_w and bias, one 4-element store). Indexing in
+ * two dimensions: the former flat loop spent most of its time in 64-bit i / n and i % n (H200, gate_up
+ * m = 256: 134 µs for the W8A8 matmul of which 84 µs the IMMA product). */
+template <typename T> struct vec4_of;
+template <> struct vec4_of<float> { using type = float4; };
+template <> struct vec4_of<__nv_bfloat16> { struct alignas(8) type { __nv_bfloat16 v[4]; }; };
+template <> struct vec4_of<__half> { struct alignas(8) type { __half v[4]; }; };
+
+template <typename T> __device__ __forceinline__ void store4(T *y, float a, float b, float c, float d) {
+  typename vec4_of<T>::type o;
+  T *e = reinterpret_cast<T *>(&o);
+  e[0] = qq::from_f<T>(a);
+  e[1] = qq::from_f<T>(b);
+  e[2] = qq::from_f<T>(c);
+  e[3] = qq::from_f<T>(d);
+  *reinterpret_cast<typename vec4_of<T>::type *>(y) = o;
+}
+
+__device__ __forceinline__ float w8a8_out(int32_t a, float sx, float sw, const float *bias, int32_t j) {
+  float v = __fmul_rn(__fmul_rn((float)a, sx), sw);
+  return bias ? __fadd_rn(v, bias[j]) : v;
+}
+
+template <typename T, bool VEC>
 __global__ void k_w8a8_epilogue(const int32_t *__restrict__ acc, const float *__restrict__ sx,
                                 const float *__restrict__ sw, const float *__restrict__ bias, int32_t m, int32_t n, T *y) {
-  const size_t total = (size_t)m * n;
-  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
-    const int32_t r = (int32_t)(i / n), j = (int32_t)(i % n);
-    float v = __fmul_rn(__fmul_rn((float)acc[i], sx[r]), sw[j]);
-    if (bias) v = __fadd_rn(v, bias[j]);
-    y[i] = qq::from_f<T>(v);
+  const int32_t stride = (int32_t)(gridDim.x * blockDim.x);
+  for (int32_t r = (int32_t)blockIdx.y; r < m; r += (int32_t)gridDim.y) {
+    const int32_t *ar = acc + (size_t)r * n;
+    T *yr = y + (size_t)r * n;
+    const float s = sx[r];
+    if (VEC) {
+      for (int32_t j = 4 * (int32_t)(blockIdx.x * blockDim.x + threadIdx.x); j < n; j += 4 * stride) {
+        const int4 a = *reinterpret_cast<const int4 *>(ar + j);
+        const float4 w = *reinterpret_cast<const float4 *>(sw + j);
+        store4<T>(yr + j, w8a8_out(a.x, s, w.x, bias, j), w8a8_out(a.y, s, w.y, bias, j + 1),
+                  w8a8_out(a.z, s, w.z, bias, j + 2), w8a8_out(a.w, s, w.w, bias, j + 3));
+      }
+    } else {
+      for (int32_t j = (int32_t)(blockIdx.x * blockDim.x + threadIdx.x); j < n; j += stride)
+        yr[j] = qq::from_f<T>(w8a8_out(ar[j], s, sw[j], bias, j));
+    }
   }
+}
+
+static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+
+template <typename T>
+static void launch_w8a8_epilogue(cudaStream_t st, const int32_t *acc, const float *sx, const float *sw,
+                                 const float *bias, int32_t m, int32_t n, T *y) {
+  /* acc rows stay 16-byte aligned when n % 4 == 0 (the scratch is 256-byte aligned); y rows then are
+   * 4·sizeof(T)-aligned if y is. */
+  const bool vec = n % 4 == 0 && aligned16(sw) && ((uintptr_t)y % (4 * sizeof(T))) == 0;
+  const int32_t per_row = vec ? n / 4 : n;
+  const unsigned threads = 256;
+  unsigned bx = (unsigned)((per_row + threads - 1) / threads);
+  const unsigned by = (unsigned)(m < 65535 ? m : 65535);
+  if (bx > 1024) bx = 1024;
+  const dim3 grid(bx, by);
+  if (vec)
+    k_w8a8_epilogue<T, true><<<grid, threads, 0, st>>>(acc, sx, sw, bias, m, n, y);
+  else
+    k_w8a8_epilogue<T, false><<<grid, threads, 0, st>>>(acc, sx, sw, bias, m, n, y);
 }
 
 extern "C" qq_status qq_cuda_w8a8_matmul(qq_cuda_ctx *c, const int8_t *wq, const float *w_scales, float act_scale,
@@ -48,9 +102,7 @@ extern "C" qq_status qq_cuda_w8a8_matmul(qq_cuda_ctx *c, const int8_t *wq, const
   }
   qq_status st = qq_cuda_gemm_i8(c, wq, n, k, use_q, m, acc, err);
   if (st != QQ_OK) return st;
-  const size_t total = (size_t)m * n;
-  QQ_CUDA_DISPATCH_ACT(c->act, (k_w8a8_epilogue<T><<<qq_cuda_blocks(total, 256), 256, 0, c->stream>>>(
-                                   acc, use_s, w_scales, bias, m, n, (T *)y)));
+  QQ_CUDA_DISPATCH_ACT(c->act, (launch_w8a8_epilogue<T>(c->stream, acc, use_s, w_scales, bias, m, n, (T *)y)));
   QQ_CUDA_LAUNCHED(err, "w8a8_epilogue");
   return QQ_OK;
 }

@@ -5,7 +5,7 @@
 # memcheck), golden (test_golden on cuda fp32), eval (qwen2-tiny-lm ppl / generate on cuda vs cpu),
 # serve (qquant-serve on the GPU and on the CPU, Generate + Classify through qquant-client; needs both
 # programs in the bundle), suite (gpu_suite.py), bench (bench_kernels_cuda + the peers in the same
-# call), ncu / ncusrc / densecmp / wqtune / wq / wqm1 (kernel measurements), quantspeed (the quantizer's
+# call), ncu / ncusrc / densecmp / wqtune / wq / wqm1 / w8a8tune (kernel measurements), quantspeed (the quantizer's
 # end-to-end time on the host CPUs, 2 threads per run, each run pinned to its own pair of cores; GPTQ
 # and SmoothQuant three times each, side by side with build-gpu/bin/qquant-old when the bundle has it),
 # quality (rows of the quantization quality table on the host CPUs), attrib (bench/golden_attrib.py:
@@ -207,6 +207,15 @@ if has quality; then
   cp $q/quality.jsonl "$OUT/" 2>/dev/null
   mkdir -p "$OUT/quality-runs" && cp $q/runs/*.txt $q/runs/*.err "$OUT/quality-runs/" 2>/dev/null
   python3 bench/quant_quality_table.py $q/quality.jsonl >> "$sum" 2>&1
+fi
+
+if has w8a8tune; then
+  # cuBLASLt int8 algorithm: the heuristic's first (QQ_LT_I8_TUNE=0) against the fastest of its
+  # candidates timed at the first call (default), same call, m = 1 and 256.
+  QQ_LT_I8_TUNE=0 step bench-i8-heuristic 150 "$B/bench_kernels_cuda" --skip-attention --skip-ceilings --rows 1,64,256
+  sed -n '/===== bench-i8-heuristic/,$p' "$log" | grep -v '^JSON' | grep -E "^(qkv|o|gate_up|down) " | sed 's/^/  heuristic: /' | tee -a "$sum"
+  QQ_LT_I8_TUNE_LOG=1 step bench-i8-tuned 150 "$B/bench_kernels_cuda" --skip-attention --skip-ceilings --rows 1,64,256
+  sed -n '/===== bench-i8-tuned/,$p' "$log" | grep -v '^JSON' | grep -E "^(qkv|o|gate_up|down) |^gemm_i8" | sed 's/^/  tuned: /' | tee -a "$sum"
 fi
 
 if has bench; then

@@ -197,7 +197,7 @@ static void test_matmul(qq_backend *gpu, qq_backend *cpu, qq_act_dtype a) {
       {"w8a8dyn", QQ_WFMT_W8A8, 0, 0, false, false, 0},   {"w8a8static", QQ_WFMT_W8A8, 0, 0, false, false, 0.02f},
   };
   /* (n, k): ragged, fixture-like, and Qwen2.5-7B shapes (qkv fused, down). */
-  static const int nk[][2] = {{48, 80}, {200, 384}, {1024, 384}, {384, 1024}, {4608, 3584}, {3584, 18944}};
+  static const int nk[][2] = {{48, 80}, {45, 84}, {200, 384}, {1024, 384}, {384, 1024}, {4608, 3584}, {3584, 18944}};
   static const int ms[] = {1, 3, 17, 64, 118, 256};
   for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
     const wcase *wc = &cases[ci];
