@@ -13,6 +13,7 @@
  *
  *   bench_kernels_cuda [--iters N] [--rows 1,16,64,256] [--shapes qkv,o,gate_up,down] [--skip-attention]
  *                      [--skip-ceilings] [--skip-graph]   (these and --shapes: for profiling one kernel under ncu)
+ *                      [--lt-probe]   (int8 cuBLASLt configurations with fused scales / bf16 output: which exist, how fast)
  *
  * "graph": besides the per-launch timings, each linear is also timed as a decode step runs it: many
  * launches back to back in one CUDA Graph over distinct copies of the weights (rotated so that every
@@ -64,21 +65,144 @@ static void fill_random(void *p, size_t bytes) {
   CU(cudaMemcpy(p, h.data(), bytes, cudaMemcpyHostToDevice));
 }
 
+/* --lt-probe: which int8 cuBLASLt configurations exist on this GPU beyond the int8 -> int32 one W8A8
+ * uses, and how fast: int8 x int8 with fp32 scale and bf16 / fp32 output, with and without the
+ * per-row x per-column OUTER_VEC_32F scales (the W8A8 epilogue fused into the GEMM). For each: the
+ * heuristic's status, how many algorithms it offers, the first one's median time (L2-warm), and its
+ * output against the int32 product scaled on the host. */
+static float bf16_to_f(uint16_t b) {
+  uint32_t u = (uint32_t)b << 16;
+  float f;
+  memcpy(&f, &u, 4);
+  return f;
+}
+
+static void lt_probe(qq_cuda_ctx *c, int m, int n, int k) {
+  int8_t *wq, *xq;
+  int32_t *acc;
+  float *sw, *sx;
+  void *d;
+  CU(cudaMalloc(&wq, (size_t)n * k));
+  CU(cudaMalloc(&xq, (size_t)m * k));
+  CU(cudaMalloc(&acc, (size_t)m * n * 4));
+  CU(cudaMalloc(&d, (size_t)m * n * 4));
+  CU(cudaMalloc(&sw, (size_t)n * 4));
+  CU(cudaMalloc(&sx, (size_t)m * 4));
+  std::vector<int8_t> hw((size_t)n * k), hx((size_t)m * k);
+  uint32_t r = 7;
+  for (auto &v : hw) v = (int8_t)((r = r * 1664525u + 1013904223u) >> 24);
+  for (auto &v : hx) v = (int8_t)((r = r * 1664525u + 1013904223u) >> 24);
+  std::vector<float> hsw(n), hsx(m);
+  for (auto &v : hsw) v = 1e-3f * (1 + ((r = r * 1664525u + 1013904223u) >> 28));
+  for (auto &v : hsx) v = 1e-2f * (1 + ((r = r * 1664525u + 1013904223u) >> 28));
+  CU(cudaMemcpy(wq, hw.data(), hw.size(), cudaMemcpyHostToDevice));
+  CU(cudaMemcpy(xq, hx.data(), hx.size(), cudaMemcpyHostToDevice));
+  CU(cudaMemcpy(sw, hsw.data(), (size_t)n * 4, cudaMemcpyHostToDevice));
+  CU(cudaMemcpy(sx, hsx.data(), (size_t)m * 4, cudaMemcpyHostToDevice));
+  OK(qq_cuda_gemm_i8(c, wq, n, k, xq, m, acc, &err));
+  CU(cudaStreamSynchronize(c->stream));
+  std::vector<int32_t> hacc((size_t)m * n);
+  CU(cudaMemcpy(hacc.data(), acc, hacc.size() * 4, cudaMemcpyDeviceToHost));
+  const double i8_us = time_us(c, [&] { OK(qq_cuda_gemm_i8(c, wq, n, k, xq, m, acc, &err)); }, false);
+  printf("lt-probe m=%d n=%d k=%d: int8->int32 (the W8A8 path, tuned) %.2f us\n", m, n, k, i8_us);
+  struct cfg { const char *name; cudaDataType_t dt; bool outer; } cfgs[] = {
+      {"int8->bf16 alpha", CUDA_R_16BF, false}, {"int8->bf16 outer-vec scales", CUDA_R_16BF, true},
+      {"int8->fp32 alpha", CUDA_R_32F, false},  {"int8->fp32 outer-vec scales", CUDA_R_32F, true}};
+  for (const cfg &g : cfgs) {
+    cublasLtMatmulDesc_t op = NULL;
+    cublasLtMatrixLayout_t la = NULL, lb = NULL, ld = NULL;
+    cublasStatus_t st = cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32I, CUDA_R_32F);
+    const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta);
+    cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb);
+    if (g.outer && st == CUBLAS_STATUS_SUCCESS) {
+      const int32_t mode = CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F;
+      st = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &mode, sizeof mode);
+      if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &mode, sizeof mode);
+      const float *pa = sw, *pb = sx; /* A = W (rows of D: output features), B = x (columns: tokens) */
+      if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &pa, sizeof pa);
+      if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &pb, sizeof pb);
+    }
+    if (st != CUBLAS_STATUS_SUCCESS) {
+      printf("lt-probe   %-30s: descriptor refused (status %d)\n", g.name, (int)st);
+      if (op) cublasLtMatmulDescDestroy(op);
+      continue;
+    }
+    cublasLtMatrixLayoutCreate(&la, CUDA_R_8I, k, n, k);
+    cublasLtMatrixLayoutCreate(&lb, CUDA_R_8I, k, m, k);
+    cublasLtMatrixLayoutCreate(&ld, g.dt, n, m, n);
+    cublasLtMatmulPreference_t pref;
+    cublasLtMatmulPreferenceCreate(&pref);
+    size_t wsb = QQ_CUDA_LT_WS_BYTES;
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsb, sizeof wsb);
+    cublasLtMatmulHeuristicResult_t res[8];
+    int found = 0;
+    st = cublasLtMatmulAlgoGetHeuristic(c->lt, op, la, lb, ld, ld, pref, 8, res, &found);
+    cublasLtMatmulPreferenceDestroy(pref);
+    if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
+      printf("lt-probe   %-30s: no algorithm (status %d, found %d)\n", g.name, (int)st, found);
+    } else {
+      const float alpha = 1.0f, beta = 0.0f;
+      auto run = [&] {
+        cublasStatus_t s2 = cublasLtMatmul(c->lt, op, &alpha, wq, la, xq, lb, &beta, d, ld, d, ld, &res[0].algo, c->lt_ws,
+                                           QQ_CUDA_LT_WS_BYTES, c->stream);
+        if (s2 != CUBLAS_STATUS_SUCCESS) fprintf(stderr, "lt-probe: cublasLtMatmul status %d\n", (int)s2);
+      };
+      run();
+      CU(cudaStreamSynchronize(c->stream));
+      const double us = time_us(c, run, false);
+      double num = 0, den = 0;
+      std::vector<uint8_t> hd((size_t)m * n * (g.dt == CUDA_R_16BF ? 2 : 4));
+      CU(cudaMemcpy(hd.data(), d, hd.size(), cudaMemcpyDeviceToHost));
+      for (size_t i = 0; i < (size_t)m * n; i++) {
+        const int tok = (int)(i / n), ch = (int)(i % n);
+        const double want = (double)hacc[i] * (g.outer ? (double)hsx[tok] * hsw[ch] : 1.0);
+        float got;
+        if (g.dt == CUDA_R_16BF) {
+          uint16_t b;
+          memcpy(&b, hd.data() + 2 * i, 2);
+          got = bf16_to_f(b);
+        } else {
+          memcpy(&got, hd.data() + 4 * i, 4);
+        }
+        num += (got - want) * (got - want);
+        den += want * want;
+      }
+      printf("lt-probe   %-30s: %d algorithms, first %.2f us (x%.2f of int8->int32), rel err %.2e\n", g.name, found, us,
+             i8_us / us, sqrt(num / (den > 0 ? den : 1)));
+    }
+    cublasLtMatrixLayoutDestroy(la);
+    cublasLtMatrixLayoutDestroy(lb);
+    cublasLtMatrixLayoutDestroy(ld);
+    cublasLtMatmulDescDestroy(op);
+  }
+  cudaFree(wq);
+  cudaFree(xq);
+  cudaFree(acc);
+  cudaFree(d);
+  cudaFree(sw);
+  cudaFree(sx);
+}
+
 int main(int argc, char **argv) {
   std::vector<int> rows = {1, 8, 16, 32, 64, 256};
-  bool attention = true, ceil_on = true, graph_on = true;
+  bool attention = true, ceil_on = true, graph_on = true, probe = false;
   const char *only = NULL; /* comma list of shape names, NULL: all */
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--iters") && i + 1 < argc) iters = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--skip-attention")) attention = false;
     else if (!strcmp(argv[i], "--skip-ceilings")) ceil_on = false;
     else if (!strcmp(argv[i], "--skip-graph")) graph_on = false;
+    else if (!strcmp(argv[i], "--lt-probe")) probe = true;
     else if (!strcmp(argv[i], "--shapes") && i + 1 < argc) only = argv[++i];
     else if (!strcmp(argv[i], "--rows") && i + 1 < argc) {
       rows.clear();
       for (char *t = strtok(argv[++i], ","); t; t = strtok(NULL, ",")) rows.push_back(atoi(t));
     } else {
-      fprintf(stderr, "usage: %s [--iters N] [--rows 1,16,64,256] [--shapes qkv,o,gate_up,down] [--skip-attention] [--skip-ceilings] [--skip-graph]\n", argv[0]);
+      fprintf(stderr, "usage: %s [--iters N] [--rows 1,16,64,256] [--shapes qkv,o,gate_up,down] [--skip-attention] [--skip-ceilings] [--skip-graph] [--lt-probe]\n", argv[0]);
       return 2;
     }
   }
@@ -93,6 +217,13 @@ int main(int argc, char **argv) {
   qq_cuda_ctx *c = qq_cuda_ctx_of(be);
   printf("device: %s\n", qq_backend_description(be));
   CU(qq_bench_timer_init(&timer, c->stream, iters, 3));
+  if (probe) {
+    const int pm[] = {256, 1024};
+    const int pnk[][2] = {{37888, 3584}, {4608, 3584}, {3584, 18944}};
+    for (int mi : pm)
+      for (const auto &sh : pnk) lt_probe(c, mi, sh[0], sh[1]);
+    return 0;
+  }
 
   /* ---- ceilings ---- */
   double copy_GBps = 4200, gemm_TF = 750; /* --skip-ceilings: typical H200 figures, for ncu runs */

@@ -210,6 +210,9 @@ if has quality; then
 fi
 
 if has w8a8tune; then
+  # int8 cuBLASLt configurations that would fuse the W8A8 epilogue (bf16 output, OUTER_VEC_32F scales)
+  step lt-probe 90 "$B/bench_kernels_cuda" --lt-probe
+  grep -E "^lt-probe" <(sed -n '/===== lt-probe/,$p' "$log") | tee -a "$sum"
   # cuBLASLt int8 algorithm: the heuristic's first (QQ_LT_I8_TUNE=0) against the fastest of its
   # candidates timed at the first call (default), same call, m = 1 and 256.
   QQ_LT_I8_TUNE=0 step bench-i8-heuristic 150 "$B/bench_kernels_cuda" --skip-attention --skip-ceilings --rows 1,64,256
