@@ -193,9 +193,9 @@ __global__ void k_gemm_i8_simple(const int8_t *__restrict__ wq, int32_t n, int32
   if (lane == 0) acc[out] = s;
 }
 
-/* The int8 heuristic's first answer is often not its fastest (on H200 the chosen IMMA kernel ran the
- * 7B gate_up at m = 256 only 1.2x faster than bf16), so the first eager call of an int8 shape times
- * every candidate on the real operands (one warm-up, then the median of 3 launches each) and keeps the
+/* The int8 heuristic's first answer is often not its fastest (H100, 7B gate_up at m = 256: 110 µs for
+ * its first algorithm, 68 µs for the fastest of its eight), so the first eager call of an int8 shape times
+ * every candidate on the real operands (one warm-up, then the median of 3 batches of 4 launches) and keeps the
  * fastest. Integer sums are exact, so every candidate gives the same bits. It synchronizes once per
  * shape; a shape first met inside a capture keeps the heuristic's choice. QQ_LT_I8_TUNE=0 turns it off. */
 static bool i8_tune_enabled(void) {
@@ -217,18 +217,26 @@ static qq_status tune_i8(qq_cuda_ctx *c, qq_cuda_matmul_plan *p, const int8_t *w
   float best = 0;
   int best_i = -1;
   qq_status st = QQ_OK;
+  /* Each measurement: one launch that starts the queue, then the events around QQ_LT_TUNE_BATCH more
+   * launches queued behind it, so the host's enqueue time overlaps GPU work (timing single launches
+   * picked slower algorithms for the small shapes on the H100). */
+  enum { QQ_LT_TUNE_BATCH = 4 };
   for (int i = 0; i < p->n_cand && st == QQ_OK; i++) {
     float t[3];
-    bool ok = cublasLtMatmul(c->lt, p->op, &alpha, wq, p->a, xq, p->b, &beta, acc, p->d, acc, p->d, &p->cand[i],
-                             c->lt_ws, QQ_CUDA_LT_WS_BYTES, c->stream) == CUBLAS_STATUS_SUCCESS;
+    auto launch = [&] {
+      return cublasLtMatmul(c->lt, p->op, &alpha, wq, p->a, xq, p->b, &beta, acc, p->d, acc, p->d, &p->cand[i], c->lt_ws,
+                            QQ_CUDA_LT_WS_BYTES, c->stream) == CUBLAS_STATUS_SUCCESS;
+    };
+    bool ok = launch();
     for (int r = 0; r < 3 && ok; r++) {
+      ok = launch();
       cudaEventRecord(ev[0], c->stream);
-      ok = cublasLtMatmul(c->lt, p->op, &alpha, wq, p->a, xq, p->b, &beta, acc, p->d, acc, p->d, &p->cand[i], c->lt_ws,
-                          QQ_CUDA_LT_WS_BYTES, c->stream) == CUBLAS_STATUS_SUCCESS;
+      for (int b = 0; b < QQ_LT_TUNE_BATCH && ok; b++) ok = launch();
       cudaEventRecord(ev[1], c->stream);
       if (cudaEventSynchronize(ev[1]) != cudaSuccess || cudaEventElapsedTime(&t[r], ev[0], ev[1]) != cudaSuccess)
         st = qq_error_set(err, QQ_ERR_CUDA, "gemm_i8: timing cuBLASLt candidates: %s",
                           cudaGetErrorString(cudaGetLastError()));
+      t[r] /= QQ_LT_TUNE_BATCH;
     }
     if (!ok || st != QQ_OK) continue;
     const float med = t[0] < t[1] ? (t[1] < t[2] ? t[1] : (t[0] < t[2] ? t[2] : t[0]))

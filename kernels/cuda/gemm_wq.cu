@@ -18,16 +18,20 @@
  *    divisions); one n8 token tile (NT = 1) for m ≤ 8, two (NT = 2: each dequantized weight fragment
  *    feeds two mmas) for 9..16; identical output to wq_gemm_kernel at MT = NT for the same split-K.
  *    QQ_WQ_M1=old runs wq_gemm_kernel instead.
- *  - m ≤ 64 with uniform groups, opt-in (QQ_WQ_XS=1; not yet run on a GPU): wq_xs_kernel, wq_m1_kernel's loop with
- *    x copied once per block into a shared-memory ring (cp.async, every thread, one barrier per
- *    stage) instead of loaded by every warp from L1/L2, NT = 1, 2, 4, 8 token tiles (R = 2 from NT 4
- *    on); bit-identical to both. QQ_WQ_XS=N uses it from N token tiles on, QQ_WQ_XS=off never; with
- *    it the skinny limit (QQ_WQ_SKINNY_MAX_M) defaults to 64 rows, without it to 32.
+ *  - m ≤ 64 with uniform groups: wq_xs_kernel, wq_m1_kernel's loop with x copied once per block into a
+ *    shared-memory ring (cp.async, every thread, one barrier per stage) instead of loaded by every warp
+ *    from L1/L2, NT = 1, 2, 4, 8 token tiles (R = 2 from NT 4 on); bit-identical to both. On the H100
+ *    (2026-12-08) it lost to wq_m1_kernel at m ≤ 16 and to wq_gemm_kernel / dequantize + cuBLASLt at
+ *    17..64 except on wide weights (gate_up, n = 37888: m 32 95 µs vs 120 / 229), so by default it runs
+ *    only there (QQ_WQ_XS_WIDE_N). QQ_WQ_XS=N forces it from N token tiles on, QQ_WQ_XS=off never.
+ *  - 17..64 rows, no knob set (the rule in wq_make_plan, constants QQ_WQ_XS_WIDE_N / QQ_WQ_SKINNY_MIN_NK,
+ *    from the same A/B): wide weights wq_xs_kernel; else 17..32 rows wq_gemm_kernel when n·k ≥ 32M,
+ *    otherwise, and for 33..64 rows, dequantize + cuBLASLt. Setting QQ_WQ_M1, QQ_WQ_XS or
+ *    QQ_WQ_SKINNY_MAX_M (0..64, for measurements) turns the rule off: the skinny kernel up to that many
+ *    rows (default 32; 64 with QQ_WQ_XS), dequantize + cuBLASLt above.
  *  - m > 64 (prefill): wq_dequant_kernel writes the weight as a dense T matrix into ctx->ws (one
  *    bandwidth-bound pass), then qq_cuda_gemm_dense (cuBLASLt). The skinny kernel can also run any m
- *    in chunks of 64 tokens (qq_cuda_wq_set_tuning, a hook for the benchmark); which is
- *    faster between 16 and 64 rows is for the H200 measurement to decide (environment variable
- *    QQ_WQ_SKINNY_MAX_M, 0..64, overrides the default for measurements).
+ *    in chunks of 64 tokens (qq_cuda_wq_set_tuning, a hook for the benchmark).
  *
  * Repacked layout (built once by qq_cuda_wq_create; "tile" = 16 rows × 16 columns, "chunk" = the
  * 128 bits one lane loads at once: 4 tiles (64 columns) of 4-bit codes or 2 tiles (32 columns) of
@@ -132,8 +136,16 @@ enum {
                               fixed cost per warp (scale loads, slot write) is no longer small */
   QQ_WQ_BLOCK_OVERHEAD = 2, /* fixed cost of a block (start-up latency, group metadata), in chunk-times */
   QQ_WQ_M1_BLOCKS_PER_SM_X2 = 5, /* one m-tile: split-K aims at 2.5 blocks per SM (wq_choose_skb) */
-  QQ_WQ_SKINNY_MAX_M = 32, /* default: more rows go through dequantize + cuBLASLt (H200: at 64 rows that is
-                              1.6–2.3× faster than the skinny kernel on the 7B shapes, at 32 rows 0.55–1.4×) */
+  QQ_WQ_SKINNY_MAX_M = 32, /* with a knob set (QQ_WQ_M1, QQ_WQ_XS, QQ_WQ_SKINNY_MAX_M): more rows go through
+                              dequantize + cuBLASLt (H200: at 64 rows that is 1.6–2.3× faster than the skinny
+                              kernel on the 7B shapes, at 32 rows 0.55–1.4×) */
+  /* The default path for 17..64 rows (wq_make_plan, no knob set), from the H100 A/B of 2026-12-08
+   * (bench/results/cuda-h100-2026-12-08, test_cuda_wq --bench --m1-ab, L2-cold µs):
+   *   gate_up n 37888: m 32 wq_xs_kernel 95 / wq_gemm_kernel 120 / dense 229; m 64 221 / 245 / 229;
+   *   down n·k 68M:    m 32 xs 90 / wq_gemm 66 / dense 122;               m 64 165 / 149 / 122;
+   *   qkv, o (≤ 17M):  m 32 xs 59–63 / wq_gemm 30–34 / dense 24–29;        m 64 dense 24–29, others ≥ 62. */
+  QQ_WQ_XS_WIDE_N = 16384,        /* wq_xs_kernel for 17..64 rows from this many output features */
+  QQ_WQ_SKINNY_MIN_NK = 32 << 20, /* else wq_gemm_kernel for 17..32 rows from this n·k, dequantize + cuBLASLt below */
 };
 
 /* ---- layout helpers shared by the kernels, the repack and the CPU simulation (host + device) ------ */
@@ -1451,6 +1463,9 @@ struct qq_cuda_wq {
   int32_t m1_skb_force;    /* QQ_WQ_M1_SKB: > 0 replaces skb_m1 (measurements) */
   /* m ≤ 64 with uniform groups: wq_xs_kernel for NT ≥ xs_min_nt (QQ_WQ_XS; 99: never) */
   int32_t xs_min_nt;
+  /* No knob set (QQ_WQ_M1, QQ_WQ_XS, QQ_WQ_SKINNY_MAX_M, qq_cuda_wq_set_tuning's skinny_max_m): 17..64
+   * rows follow the measured rule in wq_make_plan; xs_wide: this weight takes wq_xs_kernel there. */
+  bool path_forced, xs_wide;
   int32_t occ_xs[4][2];    /* its resident blocks per SM at m = 8·NT, [log2 NT][R − 1] */
   int32_t r2_min_tiles;    /* R = 2 from this many n-tiles (QQ_WQ_R2_MIN_TILES, default the enum) */
   void *dev;               /* one allocation holding the arrays below */
@@ -1530,14 +1545,19 @@ static wq_plan wq_make_plan(const qq_cuda_wq *w, int32_t m, int32_t n_counters) 
   wq_plan pl;
   memset(&pl, 0, sizeof pl);
   pl.x_bytes = wq_align((size_t)m * w->kp * 2); /* reserved even when x is read in place (known at the call) */
-  if (m > w->skinny_max_m) {
+  const int mt = m <= 8 ? 1 : m <= 16 ? 2 : m <= 32 ? 4 : 8;
+  /* no knob set: 17..64 rows by the measured rule (QQ_WQ_XS_WIDE_N, QQ_WQ_SKINNY_MIN_NK) */
+  const bool xs_auto = !w->path_forced && w->xs_wide && mt >= 4;
+  const bool rule_dense =
+      !w->path_forced && mt >= 4 && !xs_auto && (mt == 8 || (int64_t)w->n * w->k < QQ_WQ_SKINNY_MIN_NK);
+  if (m > w->skinny_max_m || rule_dense) {
     pl.dense = true;
     pl.part_bytes = wq_align((size_t)w->n * w->kp * 2); /* the dense weight, at most kp wide */
     return pl;
   }
-  pl.mt = m <= 8 ? 1 : m <= 16 ? 2 : m <= 32 ? 4 : 8;
+  pl.mt = mt;
   pl.mch = (m + 8 * pl.mt - 1) / (8 * pl.mt);
-  pl.xs = w->gch > 0 && !w->m1_off && pl.mt >= w->xs_min_nt && pl.mch == 1;
+  pl.xs = w->gch > 0 && !w->m1_off && (pl.mt >= w->xs_min_nt || xs_auto) && pl.mch == 1;
   pl.r = pl.xs && pl.mt >= 4 ? 2 : wq_choose_r(w, pl.mt);
   pl.row_blks = (w->n_tiles + wq_tpb(pl.r) - 1) / wq_tpb(pl.r);
   int64_t rows = (int64_t)pl.row_blks * pl.mch;
@@ -1678,7 +1698,7 @@ static qq_status wq_upload(qq_cuda_ctx *c, const qq_linear_desc *d, const wq_lay
                            &blocks, wq_m1_kernel_for(w->act, w->sb, nt, r, w->gch), QQ_WQ_WPB * 32, 0));
       w->occ_m1[nt - 1][r - 1] = blocks;
     }
-  if (w->gch > 0 && w->xs_min_nt <= 8)
+  if (w->gch > 0 && (w->xs_min_nt <= 8 || w->xs_wide))
     for (int nt = 1; nt <= 8; nt *= 2)
       for (int r = nt >= 4 ? 2 : 1; r <= 2; r++) {
         const void *f = wq_xs_kernel_for(w->act, w->sb, nt, r, w->gch);
@@ -1728,17 +1748,18 @@ extern "C" qq_status qq_cuda_wq_create(qq_cuda_ctx *c, const qq_linear_desc *d, 
   /* A/B switch for measurements: QQ_WQ_M1=old runs m ≤ 16 through wq_gemm_kernel as before */
   const char *m1 = getenv("QQ_WQ_M1");
   w->m1_off = m1 && strcmp(m1, "old") == 0;
-  /* QQ_WQ_XS=N: wq_xs_kernel from N token tiles on (1, 2, 4, 8), "off" (the default until it has run on
-   * a GPU: it is verified on the emulator only): never (m ≤ 16 then runs wq_m1_kernel, 17..32
-   * wq_gemm_kernel, more rows dequantize + cuBLASLt) */
+  /* QQ_WQ_XS=N: wq_xs_kernel from N token tiles on (1, 2, 4, 8) for every weight with uniform groups,
+   * "off": never. Unset (and no other knob): the measured rule of wq_make_plan (QQ_WQ_XS_WIDE_N). */
   w->xs_min_nt = 99;
   const char *xs = getenv("QQ_WQ_XS");
   if (xs && *xs) w->xs_min_nt = strcmp(xs, "off") == 0 ? 99 : (int32_t)strtol(xs, NULL, 10);
   if (w->xs_min_nt < 1) w->xs_min_nt = 99;
-  /* Rows above which the dequantize + cuBLASLt path runs: 64 (the skinny limit) with wq_xs_kernel, else 32;
-   * QQ_WQ_SKINNY_MAX_M overrides it for measurements. */
-  w->skinny_max_m = L.gch > 0 && w->xs_min_nt <= 8 && !w->m1_off ? 64 : QQ_WQ_SKINNY_MAX_M;
   const char *smm = getenv("QQ_WQ_SKINNY_MAX_M");
+  w->path_forced = w->m1_off || (xs && *xs) || (smm && *smm);
+  w->xs_wide = L.gch > 0 && !w->path_forced && w->n >= QQ_WQ_XS_WIDE_N;
+  /* Rows above which the dequantize + cuBLASLt path runs: 64 by the rule (below it the rule decides) or
+   * with wq_xs_kernel forced, else 32; QQ_WQ_SKINNY_MAX_M overrides it for measurements. */
+  w->skinny_max_m = !w->path_forced || (L.gch > 0 && w->xs_min_nt <= 8 && !w->m1_off) ? 64 : QQ_WQ_SKINNY_MAX_M;
   if (smm && *smm) {
     const long v = strtol(smm, NULL, 10);
     if (v >= 0 && v <= 64) w->skinny_max_m = (int)v;
@@ -1777,11 +1798,20 @@ extern "C" void qq_cuda_wq_free(qq_cuda_wq *w) {
 
 /* Tuning hooks for tests and benchmarks (not in cuda_internal.h; negative arguments keep the value):
  * m above skinny_max_m takes dequantize + cuBLASLt, m up to it the skinny kernel (64-token chunks past
- * 64); min_chunks and block_overhead are QQ_WQ_MIN_CHUNKS and QQ_WQ_BLOCK_OVERHEAD of this weight. */
+ * 64), which turns the default rule for 17..64 rows off; skinny_max_m = -2 turns it back on (when no
+ * knob was set at creation); min_chunks and block_overhead are QQ_WQ_MIN_CHUNKS and
+ * QQ_WQ_BLOCK_OVERHEAD of this weight. */
 extern "C" void qq_cuda_wq_set_tuning(qq_cuda_wq *w, int32_t skinny_max_m, int32_t min_chunks,
                                       int32_t block_overhead) {
   if (!w) return;
-  if (skinny_max_m >= 0) w->skinny_max_m = skinny_max_m;
+  if (skinny_max_m >= 0) {
+    w->skinny_max_m = skinny_max_m;
+    w->path_forced = true;
+  } else if (skinny_max_m == -2) {
+    const char *xs = getenv("QQ_WQ_XS"), *smm = getenv("QQ_WQ_SKINNY_MAX_M");
+    w->path_forced = w->m1_off || (xs && *xs) || (smm && *smm);
+    if (!w->path_forced) w->skinny_max_m = 64;
+  }
   if (min_chunks > 0) w->min_chunks = min_chunks;
   if (block_overhead >= 0) w->block_overhead = block_overhead;
   wq_retune(w);

@@ -615,7 +615,8 @@ static int run_tests(void) {
 
 /* ---- benchmark ---- */
 static int iters = 100;
-static int skinny_max_m = 64, min_chunks = -1, block_overhead = -1; /* --skinny-max-m, --min-chunks, --overhead */
+static int skinny_max_m = -1, min_chunks = -1, block_overhead = -1; /* --skinny-max-m, --min-chunks, --overhead;
+   skinny_max_m -1: the default weights keep their default path (gemm_wq.cu's rule), the -old / -xs ones take 64 */
 /* --m1-ab: also m = 8 and 32, the same weights through QQ_WQ_M1=old (kinds w4a16-old, w8a16-old: wq_gemm_kernel
  * up to 64 rows), through QQ_WQ_XS=1 (w4a16-xs, w8a16-xs: wq_xs_kernel up to 64 rows), and W4 through
  * dequantize + cuBLASLt (w4a16-dense) */
@@ -652,8 +653,9 @@ static int run_bench(void) {
       qweight_make(w4, n4, s.n, s.k, 4, 128, false, false);
       qweight_make(w8, n8, s.n, s.k, 8, s.k, true, false);
       if (env) unsetenv(env);
-      qq_cuda_wq_set_tuning(w4.w, skinny_max_m, min_chunks, block_overhead);
-      qq_cuda_wq_set_tuning(w8.w, skinny_max_m, min_chunks, block_overhead);
+      const int smm = skinny_max_m >= 0 ? skinny_max_m : env ? 64 : -1;
+      qq_cuda_wq_set_tuning(w4.w, smm, min_chunks, block_overhead);
+      qq_cuda_wq_set_tuning(w8.w, smm, min_chunks, block_overhead);
     };
     make_pair(q4, q8, "w4a16", "w8a16", NULL, NULL);
     if (m1_ab) { /* the same weights for the old m ≤ 64 kernel and for wq_xs_kernel */
@@ -701,7 +703,8 @@ static int run_bench(void) {
         qq_cuda_wq_describe(r.q->w, m, plan, sizeof plan);
         for (char *c = plan; *c; c++)
           if (*c == ' ') *c = ',';
-        qq_cuda_wq_set_tuning(r.q->w, skinny_max_m, -1, -1);
+        /* back to the weight's setting: -2 restores the default rule */
+        qq_cuda_wq_set_tuning(r.q->w, skinny_max_m >= 0 ? skinny_max_m : (r.q == &q4 || r.q == &q8) ? -2 : 64, -1, -1);
         const bool dense_path = !strncmp(plan, "dense", 5);
         const double gbps = r.q->dev_bytes / (t[1] * 1e3);
         printf("%-8s %4d %-13s %-6s | %9.2f %9.2f | %8.0f %5.0f%% | %9.2f %9.2f | %6.2f %6.2f\n", s.name, m, r.kind,

@@ -248,6 +248,7 @@ static Result run_case(const Case &cs, std::mt19937_64 &R) {
   /* m 17..64: wq_xs_kernel runs R = 2 with the m1 rule's factor, the old kernel R = 1 (MT 4, 8) */
   W->skb1[wq_vi(4, 1)] = W->skb1[wq_vi(8, 1)] = W->skb_m1[1];
   W->skinny_max_m = 64; /* m 33..64 of weights wq_xs_kernel does not take: wq_gemm_kernel (no dense path here) */
+  W->path_forced = true; /* the knobs below choose the kernel (QQ_WQ_XS / QQ_WQ_M1 set), not the default rule */
   size_t ws = 0; /* the largest scratch of the three passes below */
   for (int pass = 0; pass < 3; pass++) {
     W->m1_off = pass == 1;
