@@ -2,19 +2,7 @@
  * reference: qq_cuda_attention end to end (plan, append, attention, combine) on host memory. */
 #include "cuda_types.cuh"
 #include "emu.h"
-#undef __launch_bounds__
-#define __launch_bounds__(...)
-#undef __global__
-#define __global__
-#undef __device__
-#define __device__
-#undef __host__
-#define __host__
-#undef __forceinline__
-#define __forceinline__ inline
-
-#undef QQ_CUDA_LAUNCHED
-#define QQ_CUDA_LAUNCHED(err, name) (void)0
+#include "emu_kernel.h"
 #include "attn_t.cc"
 
 #include <math.h>

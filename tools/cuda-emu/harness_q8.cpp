@@ -6,16 +6,7 @@
  *   bash tools/cuda-emu/build_q8.sh && /tmp/cuda-emu/harness_q8 [seed] */
 #include "cuda_types.cuh"
 #include "emu.h"
-#undef __launch_bounds__
-#define __launch_bounds__(...)
-#undef __global__
-#define __global__
-#undef __device__
-#define __device__
-#undef __host__
-#define __host__
-#undef __forceinline__
-#define __forceinline__ inline
+#include "emu_kernel.h"
 
 #include <math.h>
 

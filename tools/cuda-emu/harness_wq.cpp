@@ -9,18 +9,7 @@
  *   bash tools/cuda-emu/build_wq.sh && /tmp/cuda-emu/harness_wq [seed] [case] */
 #include "cuda_types.cuh"
 #include "emu.h"
-#undef __launch_bounds__
-#define __launch_bounds__(...)
-#undef __global__
-#define __global__
-#undef __device__
-#define __device__
-#undef __host__
-#define __host__
-#undef __forceinline__
-#define __forceinline__ inline
-#undef QQ_CUDA_LAUNCHED
-#define QQ_CUDA_LAUNCHED(err, name) (void)0
+#include "emu_kernel.h"
 
 #include <math.h>
 
