@@ -5,7 +5,7 @@
 # memcheck), golden (test_golden on cuda fp32), eval (qwen2-tiny-lm ppl / generate on cuda vs cpu),
 # serve (qquant-serve on the GPU and on the CPU, Generate + Classify through qquant-client; needs both
 # programs in the bundle), suite (gpu_suite.py), bench (bench_kernels_cuda + the peers in the same
-# call), ncu / ncusrc / densecmp / wqtune / wq / wqm1 / w8a8tune (kernel measurements), quantspeed (the quantizer's
+# call), ncu / ncusrc / densecmp / wqtune / wq / wqm1 / w8a8tune / m1skb (kernel measurements), quantspeed (the quantizer's
 # end-to-end time on the host CPUs, 2 threads per run, each run pinned to its own pair of cores; GPTQ
 # and SmoothQuant three times each, side by side with build-gpu/bin/qquant-old when the bundle has it),
 # quality (rows of the quantization quality table on the host CPUs), attrib (bench/golden_attrib.py:
@@ -169,6 +169,16 @@ if has wqtune; then
     step "wq-bench-minchunks-$mc" 90 "$B/test_cuda_wq" --bench --min-chunks $mc
     grep -E "^BENCH shape=.* m=(1|16) kind=w4a16 " <(sed -n "/===== wq-bench-minchunks-$mc:/,\$p" "$log") \
       | sed -E 's/.*shape=([a-z_]+).* m=([0-9]+) .*us_cold=([0-9.]+).*plan=(.*)/  \1 m=\2 cold \3 us \4/' | tee -a "$sum"
+  done
+fi
+
+if has m1skb; then
+  # Split-K factor of wq_m1_kernel forced (QQ_WQ_M1_SKB, read at weight creation): does NT 2's lower
+  # occupancy (gate_up m = 16: 592 blocks for 528 resident slots at the default) cost a second wave?
+  for sk in 1 2 3 4 5 6 8; do
+    QQ_WQ_M1_SKB=$sk step "wq-m1-skb-$sk" 90 "$B/test_cuda_wq" --bench
+    grep -E "^BENCH shape=.* m=(1|16) kind=w4a16 " <(sed -n "/===== wq-m1-skb-$sk:/,\$p" "$log") \
+      | sed -E "s/.*shape=([a-z_]+).* m=([0-9]+) .*us_cold=([0-9.]+).*plan=(.*)/  skb $sk: \\1 m=\\2 cold \\3 us \\4/" | tee -a "$sum"
   done
 fi
 
