@@ -70,13 +70,6 @@ static void fill_random(void *p, size_t bytes) {
  * per-row x per-column OUTER_VEC_32F scales (the W8A8 epilogue fused into the GEMM). For each: the
  * heuristic's status, how many algorithms it offers, the first one's median time (L2-warm), and its
  * output against the int32 product scaled on the host. */
-static float bf16_to_f(uint16_t b) {
-  uint32_t u = (uint32_t)b << 16;
-  float f;
-  memcpy(&f, &u, 4);
-  return f;
-}
-
 static void lt_probe(qq_cuda_ctx *c, int m, int n, int k) {
   int8_t *wq, *xq;
   int32_t *acc;
@@ -164,7 +157,7 @@ static void lt_probe(qq_cuda_ctx *c, int m, int n, int k) {
         if (g.dt == CUDA_R_16BF) {
           uint16_t b;
           memcpy(&b, hd.data() + 2 * i, 2);
-          got = bf16_to_f(b);
+          got = qq_bf16_to_f32(b);
         } else {
           memcpy(&got, hd.data() + 4 * i, 4);
         }

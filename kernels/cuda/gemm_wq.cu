@@ -1464,8 +1464,9 @@ struct qq_cuda_wq {
   /* m ≤ 64 with uniform groups: wq_xs_kernel for NT ≥ xs_min_nt (QQ_WQ_XS; 99: never) */
   int32_t xs_min_nt;
   /* No knob set (QQ_WQ_M1, QQ_WQ_XS, QQ_WQ_SKINNY_MAX_M, qq_cuda_wq_set_tuning's skinny_max_m): 17..64
-   * rows follow the measured rule in wq_make_plan; xs_wide: this weight takes wq_xs_kernel there. */
-  bool path_forced, xs_wide;
+   * rows follow the measured rule in wq_make_plan; xs_wide: this weight takes wq_xs_kernel there;
+   * knobs: a knob was set in the environment at creation (set_tuning(-2) returns to that). */
+  bool path_forced, xs_wide, knobs;
   int32_t occ_xs[4][2];    /* its resident blocks per SM at m = 8·NT, [log2 NT][R − 1] */
   int32_t r2_min_tiles;    /* R = 2 from this many n-tiles (QQ_WQ_R2_MIN_TILES, default the enum) */
   void *dev;               /* one allocation holding the arrays below */
@@ -1755,7 +1756,8 @@ extern "C" qq_status qq_cuda_wq_create(qq_cuda_ctx *c, const qq_linear_desc *d, 
   if (xs && *xs) w->xs_min_nt = strcmp(xs, "off") == 0 ? 99 : (int32_t)strtol(xs, NULL, 10);
   if (w->xs_min_nt < 1) w->xs_min_nt = 99;
   const char *smm = getenv("QQ_WQ_SKINNY_MAX_M");
-  w->path_forced = w->m1_off || (xs && *xs) || (smm && *smm);
+  w->knobs = w->m1_off || (xs && *xs) || (smm && *smm);
+  w->path_forced = w->knobs;
   w->xs_wide = L.gch > 0 && !w->path_forced && w->n >= QQ_WQ_XS_WIDE_N;
   /* Rows above which the dequantize + cuBLASLt path runs: 64 by the rule (below it the rule decides) or
    * with wq_xs_kernel forced, else 32; QQ_WQ_SKINNY_MAX_M overrides it for measurements. */
@@ -1807,10 +1809,9 @@ extern "C" void qq_cuda_wq_set_tuning(qq_cuda_wq *w, int32_t skinny_max_m, int32
   if (skinny_max_m >= 0) {
     w->skinny_max_m = skinny_max_m;
     w->path_forced = true;
-  } else if (skinny_max_m == -2) {
-    const char *xs = getenv("QQ_WQ_XS"), *smm = getenv("QQ_WQ_SKINNY_MAX_M");
-    w->path_forced = w->m1_off || (xs && *xs) || (smm && *smm);
-    if (!w->path_forced) w->skinny_max_m = 64;
+  } else if (skinny_max_m == -2 && !w->knobs) {
+    w->path_forced = false;
+    w->skinny_max_m = 64;
   }
   if (min_chunks > 0) w->min_chunks = min_chunks;
   if (block_overhead >= 0) w->block_overhead = block_overhead;

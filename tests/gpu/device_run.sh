@@ -163,12 +163,17 @@ if has densecmp; then
   sed -n '/===== bench-dense/,$p' "$log" | grep -v '^JSON' | tee -a "$sum"
 fi
 
+# wq_bench_lines STEP PREFIX: the W4A16 m = 1 and 16 lines of a `test_cuda_wq --bench` step, summarized
+wq_bench_lines() {
+  grep -E "^BENCH shape=.* m=(1|16) kind=w4a16 " <(sed -n "/===== $1:/,\$p" "$log") \
+    | sed -E "s/.*shape=([a-z_]+).* m=([0-9]+) .*us_cold=([0-9.]+).*plan=(.*)/  $2\\1 m=\\2 cold \\3 us \\4/" | tee -a "$sum"
+}
+
 if has wqtune; then
   # Split-K depth of the skinny W4A16 kernel: fewer, longer k-ranges per warp vs more blocks.
   for mc in 4 14 28 56; do
     step "wq-bench-minchunks-$mc" 90 "$B/test_cuda_wq" --bench --min-chunks $mc
-    grep -E "^BENCH shape=.* m=(1|16) kind=w4a16 " <(sed -n "/===== wq-bench-minchunks-$mc:/,\$p" "$log") \
-      | sed -E 's/.*shape=([a-z_]+).* m=([0-9]+) .*us_cold=([0-9.]+).*plan=(.*)/  \1 m=\2 cold \3 us \4/' | tee -a "$sum"
+    wq_bench_lines "wq-bench-minchunks-$mc" ""
   done
 fi
 
@@ -177,8 +182,7 @@ if has m1skb; then
   # occupancy (gate_up m = 16: 592 blocks for 528 resident slots at the default) cost a second wave?
   for sk in 1 2 3 4 5 6 8; do
     QQ_WQ_M1_SKB=$sk step "wq-m1-skb-$sk" 90 "$B/test_cuda_wq" --bench
-    grep -E "^BENCH shape=.* m=(1|16) kind=w4a16 " <(sed -n "/===== wq-m1-skb-$sk:/,\$p" "$log") \
-      | sed -E "s/.*shape=([a-z_]+).* m=([0-9]+) .*us_cold=([0-9.]+).*plan=(.*)/  skb $sk: \\1 m=\\2 cold \\3 us \\4/" | tee -a "$sum"
+    wq_bench_lines "wq-m1-skb-$sk" "skb $sk: "
   done
 fi
 
